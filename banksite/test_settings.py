@@ -1,0 +1,16 @@
+"""Settings for the test suite: the real PostgreSQL and Redis, isolated.
+
+The broker uses its own Redis database and a queue named per test run, so a
+test worker never takes another run's (or a developer's) tasks.
+"""
+
+import os
+import uuid
+
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"test-{uuid.uuid4().hex[:12]}")
+
+from .settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EVENTSTORE_PARTITIONS = 8

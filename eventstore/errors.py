@@ -1,0 +1,38 @@
+"""Errors of the event store. Each names what it is about."""
+
+
+class EventStoreError(Exception):
+    """Base of every event store error."""
+
+
+class ConcurrencyError(EventStoreError):
+    """The stream was not at the version the writer expected."""
+
+    def __init__(self, stream_id: str, expected_version: int, actual_version: int):
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual_version}, "
+            f"expected {expected_version}"
+        )
+
+
+class DuplicateEventError(EventStoreError):
+    """Some, but not all, of the events of one append were already stored."""
+
+
+class UnknownEventType(EventStoreError):
+    """A stored event has a type or schema version no code knows."""
+
+
+class EventDecodeError(EventStoreError):
+    """A stored event's data does not fit its class."""
+
+
+class AggregateNotFound(EventStoreError):
+    """No events are stored for this aggregate."""
+
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+        super().__init__(f"no events stored for {stream_id!r}")

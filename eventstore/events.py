@@ -1,0 +1,180 @@
+"""Event classes: frozen dataclasses registered by type name and schema version.
+
+    @register_event("accounts.Deposited", version=2)
+    @dataclass(frozen=True)
+    class Deposited:
+        amount: int
+        reference: str = ""
+
+    @upcaster("accounts.Deposited", from_version=1)
+    def deposited_v1_to_v2(data: dict) -> dict:
+        return {**data, "reference": ""}
+
+Stored JSON is never rewritten: an event stored at an older schema version is
+passed through its upcasters, in order, up to the current class when read.
+Field values are JSON types, plus ``UUID``, ``datetime`` and ``date``, each
+optionally ``| None``.
+"""
+
+import dataclasses
+import datetime
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from functools import cache
+
+from .errors import EventDecodeError, UnknownEventType
+
+
+@dataclasses.dataclass(frozen=True)
+class EventType:
+    name: str
+    version: int
+    cls: type
+
+
+_by_name: dict[str, EventType] = {}
+_by_class: dict[type, EventType] = {}
+_upcasters: dict[tuple[str, int], Callable[[dict], dict]] = {}
+
+
+def register_event(name: str, *, version: int = 1):
+    """Register a frozen dataclass as the current class of event type ``name``."""
+
+    def register(cls: type) -> type:
+        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+            raise TypeError(f"{cls.__qualname__} must be a frozen dataclass")
+        known = _by_name.get(name)
+        if known is not None and known.cls.__qualname__ != cls.__qualname__:
+            raise ValueError(f"event type {name!r} is already {known.cls.__qualname__}")
+        event_type = EventType(name=name, version=version, cls=cls)
+        _by_name[name] = event_type
+        _by_class[cls] = event_type
+        return cls
+
+    return register
+
+
+def upcaster(name: str, *, from_version: int):
+    """Register a function turning ``name`` data at ``from_version`` into the next."""
+
+    def register(function: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        _upcasters[(name, from_version)] = function
+        return function
+
+    return register
+
+
+def event_type_of(event: object) -> EventType:
+    return event_type_of_class(type(event))
+
+
+def event_type_of_class(cls: type) -> EventType:
+    try:
+        return _by_class[cls]
+    except KeyError:
+        raise UnknownEventType(
+            f"{cls.__qualname__} is not a registered event class"
+        ) from None
+
+
+def class_for(name: str) -> type:
+    try:
+        return _by_name[name].cls
+    except KeyError:
+        raise UnknownEventType(f"no event class is registered as {name!r}") from None
+
+
+def encode(event: object) -> tuple[str, int, dict]:
+    """Return the type name, schema version and JSON data of an event."""
+    event_type = event_type_of(event)
+    data = {
+        field.name: _to_json(getattr(event, field.name))
+        for field in dataclasses.fields(event)
+    }
+    return event_type.name, event_type.version, data
+
+
+def decode(name: str, schema_version: int, data: dict, *, position: str) -> object:
+    """Build the current event object from stored JSON, upcasting old versions.
+
+    ``position`` names the stored event in errors.
+    """
+    event_type = _by_name.get(name)
+    if event_type is None:
+        raise UnknownEventType(f"unknown event type {name!r} at {position}")
+    if schema_version > event_type.version:
+        raise UnknownEventType(
+            f"{name!r} at {position} has schema version {schema_version}, "
+            f"newer than this code's {event_type.version}"
+        )
+    while schema_version < event_type.version:
+        step = _upcasters.get((name, schema_version))
+        if step is None:
+            raise UnknownEventType(
+                f"no upcaster for {name!r} from schema version {schema_version} "
+                f"at {position}"
+            )
+        data = step(dict(data))
+        schema_version += 1
+    try:
+        hints = _field_types(event_type.cls)
+        if not isinstance(data, dict) or set(data) - set(hints):
+            raise ValueError(f"unexpected fields {sorted(set(data) - set(hints))}")
+        values = {key: _from_json(value, hints[key]) for key, value in data.items()}
+        return event_type.cls(**values)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise EventDecodeError(
+            f"cannot decode {name!r} v{schema_version} at {position}: {error}"
+        ) from error
+
+
+@cache
+def _field_types(cls: type) -> dict[str, object]:
+    hints = typing.get_type_hints(cls)
+    return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+
+
+def _to_json(value):
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_to_json(item) for item in value]
+    return value
+
+
+def _from_json(value, hint):
+    if value is None:
+        if _allows_none(hint):
+            return None
+        raise ValueError("null where a value is required")
+    hint = _without_none(hint)
+    if hint is uuid.UUID:
+        return uuid.UUID(value)
+    if hint is datetime.datetime:
+        return datetime.datetime.fromisoformat(value)
+    if hint is datetime.date:
+        return datetime.date.fromisoformat(value)
+    if hint is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"{value!r} is not an integer")
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    if typing.get_origin(hint) is tuple:
+        (item_hint, *_) = typing.get_args(hint)
+        return tuple(_from_json(item, item_hint) for item in value)
+    return value
+
+
+def _allows_none(hint) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _without_none(hint):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint

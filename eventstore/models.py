@@ -1,0 +1,116 @@
+"""Tables of the event store.
+
+``Event`` is the source of truth and append-only. ``PartitionHead`` hands out
+the per-partition sequence numbers that readers follow. ``Snapshot`` rows are
+disposable caches of aggregate state. ``Checkpoint`` is a subscription's
+position in one partition, and the row whose lock is the lease on it.
+"""
+
+from django.conf import settings
+from django.db import models
+
+
+class Event(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    stream_id = models.CharField(max_length=200)
+    version = models.PositiveIntegerField()
+    partition = models.PositiveSmallIntegerField()
+    sequence = models.BigIntegerField()
+    event_type = models.CharField(max_length=200)
+    schema_version = models.PositiveSmallIntegerField()
+    data = models.JSONField()
+    metadata = models.JSONField(default=dict)
+    event_id = models.UUIDField(unique=True)
+    # Set by the database at the moment of the write (clock_timestamp() on
+    # PostgreSQL), never by the application.
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stream_id", "version"], name="eventstore_event_stream_version"
+            ),
+            models.UniqueConstraint(
+                fields=["partition", "sequence"], name="eventstore_event_partition_seq"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["event_type", "recorded_at"], name="eventstore_event_type_time"
+            ),
+            models.Index(fields=["recorded_at"], name="eventstore_event_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.stream_id}@{self.version} {self.event_type}"
+
+
+class PartitionHead(models.Model):
+    partition = models.PositiveSmallIntegerField(primary_key=True)
+    sequence = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"partition {self.partition} at {self.sequence}"
+
+
+class Snapshot(models.Model):
+    stream_id = models.CharField(max_length=200, primary_key=True)
+    version = models.PositiveIntegerField()
+    schema_version = models.PositiveSmallIntegerField()
+    state = models.JSONField()
+    taken_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.stream_id}@{self.version}"
+
+
+class Checkpoint(models.Model):
+    subscription = models.CharField(max_length=100)
+    partition = models.PositiveSmallIntegerField()
+    sequence = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+    # The event this partition is stopped at, if a handler raised on it. The
+    # error is written after the handler's transaction rolled back.
+    failed_sequence = models.BigIntegerField(null=True, blank=True)
+    failed_event_id = models.UUIDField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "partition"],
+                name="eventstore_checkpoint_unique",
+            )
+        ]
+        ordering = ["subscription", "partition"]
+
+    def __str__(self):
+        return f"{self.subscription}[{self.partition}] at {self.sequence}"
+
+    @property
+    def is_stopped(self) -> bool:
+        return self.failed_sequence is not None
+
+
+class SkippedEvent(models.Model):
+    """An event an operator told a subscription to pass over, and why."""
+
+    subscription = models.CharField(max_length=100)
+    partition = models.PositiveSmallIntegerField()
+    sequence = models.BigIntegerField()
+    event_id = models.UUIDField(null=True)
+    error = models.TextField(blank=True)
+    reason = models.TextField()
+    skipped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    skipped_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-skipped_at"]
+
+    def __str__(self):
+        return f"{self.subscription}[{self.partition}] skipped {self.sequence}"

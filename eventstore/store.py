@@ -1,0 +1,398 @@
+"""Append events to streams and read them back.
+
+Order. Every stream lives in one partition (a stable hash of its id). Each
+partition has a head row holding its last sequence number; an append locks
+that row, takes the next numbers and inserts the events in one round trip
+(the ``eventstore_append`` function, see migration 0002). The lock is held
+until the appending transaction ends, so within a partition sequence order
+is commit order: a reader that has seen sequence ``n`` committed has seen
+every event before it, and sees each stream's versions in order, however
+late a transaction commits and whenever it took its transaction id. Writers
+to different partitions never wait for each other.
+
+On SQLite (the embedded fallback) the same rules run in Python; SQLite
+serializes writers, so order is simple there.
+"""
+
+import contextlib
+import contextvars
+import dataclasses
+import datetime
+import json
+import uuid
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from . import events as event_registry
+from .errors import ConcurrencyError, DuplicateEventError
+from .models import Event, PartitionHead
+
+READ_BATCH_SIZE = 500
+
+_COLUMNS = (
+    "id, stream_id, version, partition, sequence, event_type, schema_version, "
+    "data, metadata, event_id, recorded_at"
+)
+_E_COLUMNS = ", ".join(f"e.{column}" for column in _COLUMNS.split(", "))
+
+
+@dataclasses.dataclass(frozen=True)
+class NewEvent:
+    """An event to append, with an event id of its own or extra metadata."""
+
+    event: object
+    event_id: uuid.UUID | None = None
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedEvent:
+    """A stored event: the domain event object and where it is stored."""
+
+    id: int
+    stream_id: str
+    version: int
+    partition: int
+    sequence: int
+    event_type: str
+    schema_version: int
+    event: object
+    metadata: dict
+    event_id: uuid.UUID
+    recorded_at: datetime.datetime
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.partition, self.sequence)
+
+
+# Holds an immutable mapping: metadata_context() replaces it, never mutates it.
+_metadata: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
+    "eventstore_metadata", default=MappingProxyType({})
+)
+
+
+@contextlib.contextmanager
+def metadata_context(**values):
+    """Add metadata (correlation id, actor, ...) to every event appended inside."""
+    merged = {**_metadata.get(), **{k: v for k, v in values.items() if v is not None}}
+    token = _metadata.set(MappingProxyType(merged))
+    try:
+        yield merged
+    finally:
+        _metadata.reset(token)
+
+
+def current_metadata() -> dict:
+    return dict(_metadata.get())
+
+
+def partition_for(stream_id: str) -> int:
+    """Return the partition of a stream: the same in every process, forever."""
+    return zlib.crc32(stream_id.encode()) % settings.EVENTSTORE_PARTITIONS
+
+
+def append(
+    stream_id: str,
+    events: Sequence[object],
+    expected_version: int,
+    *,
+    metadata: dict | None = None,
+) -> list[RecordedEvent]:
+    """Append events to a stream at ``expected_version``, all or nothing.
+
+    Runs in the caller's transaction. Items are event objects or ``NewEvent``.
+    Raise ``ConcurrencyError`` (leaving the transaction usable) if the stream
+    is at another version. If every event id is already stored, append
+    nothing and return the stored events: a repeat is a no-op.
+    """
+    if not events:
+        return []
+    new_events = [
+        item if isinstance(item, NewEvent) else NewEvent(item) for item in events
+    ]
+    shared = {**current_metadata(), **(metadata or {})}
+    rows = []
+    for new in new_events:
+        name, schema_version, data = event_registry.encode(new.event)
+        rows.append(
+            (
+                new.event_id or uuid.uuid4(),
+                name,
+                schema_version,
+                data,
+                _clean({**shared, **new.metadata}),
+            )
+        )
+    partition = partition_for(stream_id)
+    if connection.vendor == "postgresql":
+        outcome, stored = _append_postgresql(
+            stream_id, partition, expected_version, rows
+        )
+    else:
+        outcome, stored = _append_portable(stream_id, partition, expected_version, rows)
+
+    if outcome == "conflict":
+        raise ConcurrencyError(stream_id, expected_version, stored)
+    if outcome == "partial_duplicate":
+        raise DuplicateEventError(
+            f"some but not all events appended to {stream_id!r} are already stored"
+        )
+    if outcome == "duplicate":
+        return read_events_by_id([row[0] for row in rows])
+    from .subscriptions import nudge_on_commit
+
+    nudge_on_commit(partition)
+    return [
+        RecordedEvent(
+            id=id_,
+            stream_id=stream_id,
+            version=version,
+            partition=partition,
+            sequence=sequence,
+            event_type=name,
+            schema_version=schema_version,
+            event=new.event,
+            metadata=meta,
+            event_id=event_id,
+            recorded_at=recorded_at,
+        )
+        for new, (event_id, name, schema_version, _, meta), (
+            id_,
+            version,
+            sequence,
+            recorded_at,
+        ) in zip(new_events, rows, stored, strict=True)
+    ]
+
+
+def _clean(metadata: dict) -> dict:
+    return {
+        key: _jsonable(value) for key, value in metadata.items() if value is not None
+    }
+
+
+def _jsonable(value):
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def _append_postgresql(stream_id, partition, expected_version, rows):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT outcome, id, event_id, version, sequence, recorded_at "
+            "FROM eventstore_append(%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                stream_id,
+                partition,
+                expected_version,
+                [row[0] for row in rows],
+                [row[1] for row in rows],
+                [row[2] for row in rows],
+                [Jsonb(row[3]) for row in rows],
+                [Jsonb(row[4]) for row in rows],
+            ],
+        )
+        result = cursor.fetchall()
+    outcome = result[0][0]
+    if outcome == "conflict":
+        return outcome, result[0][3]
+    return outcome, [(r[1], r[3], r[4], r[5]) for r in result]
+
+
+def _append_portable(stream_id, partition, expected_version, rows):
+    """Do what ``eventstore_append`` does, for databases without it (SQLite)."""
+    event_ids = [row[0] for row in rows]
+    with transaction.atomic():
+        head, _ = PartitionHead.objects.select_for_update().get_or_create(
+            partition=partition
+        )
+        stored = Event.objects.filter(event_id__in=event_ids).count()
+        if stored == len(rows):
+            return "duplicate", None
+        if stored:
+            return "partial_duplicate", None
+        current = (
+            Event.objects.filter(stream_id=stream_id)
+            .order_by("-version")
+            .values_list("version", flat=True)
+            .first()
+        ) or 0
+        if current != expected_version:
+            return "conflict", current
+        start = head.sequence
+        head.sequence += len(rows)
+        head.save(update_fields=["sequence"])
+        created = Event.objects.bulk_create(
+            Event(
+                stream_id=stream_id,
+                version=expected_version + n,
+                partition=partition,
+                sequence=start + n,
+                event_type=name,
+                schema_version=schema_version,
+                data=data,
+                metadata=meta,
+                event_id=event_id,
+                recorded_at=timezone.now(),
+            )
+            for n, (event_id, name, schema_version, data, meta) in enumerate(rows, 1)
+        )
+    return "appended", [(e.pk, e.version, e.sequence, e.recorded_at) for e in created]
+
+
+def read_stream(
+    stream_id: str, *, after_version: int = 0, batch_size: int = READ_BATCH_SIZE
+) -> Iterator[RecordedEvent]:
+    """Yield a stream's events in version order, fetched in batches."""
+    while True:
+        batch = _select(
+            f"SELECT {_COLUMNS} FROM eventstore_event "
+            "WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s",
+            [stream_id, after_version, batch_size],
+        )
+        yield from batch
+        if len(batch) < batch_size:
+            return
+        after_version = batch[-1].version
+
+
+def stream_version(stream_id: str) -> int:
+    """Return the stream's current version (0 if it has no events)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT max(version) FROM eventstore_event WHERE stream_id = %s",
+            [stream_id],
+        )
+        (version,) = cursor.fetchone()
+    return version or 0
+
+
+def read_partition(
+    partition: int,
+    *,
+    after_sequence: int,
+    limit: int,
+    event_types: Sequence[str] | None = None,
+) -> tuple[list[RecordedEvent], int]:
+    """Return up to ``limit`` events of a partition after a sequence, and the head.
+
+    The head is the partition's last committed sequence, read in the same
+    snapshot as the events: when fewer than ``limit`` events come back, a
+    reader has seen everything up to it and may checkpoint there even if
+    ``event_types`` filtered events out.
+    """
+    type_filter = ""
+    params: list = [partition, partition, after_sequence]
+    if event_types is not None:
+        if not event_types:
+            return [], head_sequence(partition)
+        type_filter = f" AND event_type IN ({', '.join(['%s'] * len(event_types))})"
+        params.extend(event_types)
+    params.append(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_E_COLUMNS}, head.sequence FROM "
+            "(SELECT coalesce(max(sequence), 0) AS sequence"
+            " FROM eventstore_partitionhead WHERE partition = %s) AS head "
+            f"LEFT JOIN (SELECT {_COLUMNS} FROM eventstore_event"
+            f" WHERE partition = %s AND sequence > %s{type_filter}"
+            " ORDER BY sequence LIMIT %s) AS e ON true ORDER BY e.sequence",
+            params,
+        )
+        rows = cursor.fetchall()
+    head = rows[0][-1] if rows else 0
+    return [_recorded(row[:-1]) for row in rows if row[0] is not None], head
+
+
+def head_sequence(partition: int) -> int:
+    head = PartitionHead.objects.filter(partition=partition).first()
+    return head.sequence if head else 0
+
+
+def read_all(
+    *, after_id: int = 0, batch_size: int = READ_BATCH_SIZE
+) -> Iterator[RecordedEvent]:
+    """Yield every event in global id order (each stream in version order)."""
+    while True:
+        batch = _select(
+            f"SELECT {_COLUMNS} FROM eventstore_event"
+            " WHERE id > %s ORDER BY id LIMIT %s",
+            [after_id, batch_size],
+        )
+        yield from batch
+        if len(batch) < batch_size:
+            return
+        after_id = batch[-1].id
+
+
+def read_events_by_id(event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+    """Return the stored events with these event ids, in stored order."""
+    ids = list(
+        Event.objects.filter(event_id__in=event_ids).values_list("id", flat=True)
+    )
+    if not ids:
+        return []
+    placeholders = ", ".join(["%s"] * len(ids))
+    return _select(
+        f"SELECT {_COLUMNS} FROM eventstore_event"
+        f" WHERE id IN ({placeholders}) ORDER BY id",
+        ids,
+    )
+
+
+def event_exists(event_id: uuid.UUID) -> bool:
+    return Event.objects.filter(event_id=event_id).exists()
+
+
+def _select(sql: str, params: list) -> list[RecordedEvent]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [_recorded(row) for row in cursor.fetchall()]
+
+
+def _recorded(row) -> RecordedEvent:
+    (
+        id_,
+        stream_id,
+        version,
+        partition,
+        sequence,
+        name,
+        schema_version,
+        data,
+        metadata,
+        event_id,
+        recorded_at,
+    ) = row
+    if isinstance(data, str):
+        data = json.loads(data)
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    if isinstance(event_id, str):
+        event_id = uuid.UUID(event_id)
+    if isinstance(recorded_at, str):  # SQLite keeps naive UTC text
+        recorded_at = datetime.datetime.fromisoformat(recorded_at).replace(
+            tzinfo=datetime.UTC
+        )
+    position = (
+        f"event {id_} ({stream_id} v{version}, partition {partition} seq {sequence})"
+    )
+    return RecordedEvent(
+        id=id_,
+        stream_id=stream_id,
+        version=version,
+        partition=partition,
+        sequence=sequence,
+        event_type=name,
+        schema_version=schema_version,
+        event=event_registry.decode(name, schema_version, data, position=position),
+        metadata=metadata,
+        event_id=event_id,
+        recorded_at=recorded_at,
+    )

@@ -1,0 +1,423 @@
+"""Subscriptions: named handlers that follow the partitions of the event table.
+
+A subscription (a projection or a process manager) keeps one checkpoint row
+per partition. Whoever holds the lock on that row (``SELECT ... FOR UPDATE
+SKIP LOCKED``) holds the lease on the partition: it reads the next batch of
+events after the checkpoint, runs the handlers, and moves the checkpoint, all
+in one transaction. So a handler's database writes happen exactly once even
+when a Celery message is delivered twice or a worker dies mid-batch; the
+messages are only nudges.
+
+A handler that raises stops its partition at that event: the events before
+it are committed, the error is written after the rollback, and the partition
+is retried with a backoff kept in the database. An operator can retry at once
+or skip the event with a reason.
+"""
+
+import dataclasses
+import datetime
+import logging
+import traceback
+from collections.abc import Callable, Iterable
+
+import psycopg.errors
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import events as event_registry
+from .errors import ConcurrencyError, EventStoreError
+from .models import Checkpoint, PartitionHead, SkippedEvent
+from .store import RecordedEvent, read_partition
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[RecordedEvent], None]
+
+MAX_BACKOFF_SECONDS = 300
+TRANSIENT_ATTEMPTS = 5
+
+
+@dataclasses.dataclass
+class Subscription:
+    """A named set of handlers, each for one event type."""
+
+    name: str
+    batch_size: int = 200
+    # Empties the subscription's read model, for a rebuild from the start.
+    reset: Callable[[], None] | None = None
+    handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
+
+    def handles(self, *event_classes: type) -> Callable[[Handler], Handler]:
+        """Register the decorated function as the handler of these event classes."""
+
+        def register(handler: Handler) -> Handler:
+            for cls in event_classes:
+                name = event_registry.event_type_of_class(cls).name
+                if name in self.handlers:
+                    raise ValueError(f"{self.name} already handles {name}")
+                self.handlers[name] = handler
+            return handler
+
+        return register
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self.handlers)
+
+
+_subscriptions: dict[str, Subscription] = {}
+
+
+def subscription(name: str, **options) -> Subscription:
+    """Create and register a subscription (once per name, at import time)."""
+    if name in _subscriptions:
+        raise ValueError(f"a subscription named {name!r} already exists")
+    created = Subscription(name=name, **options)
+    _subscriptions[name] = created
+    return created
+
+
+def get_subscription(name: str) -> Subscription:
+    try:
+        return _subscriptions[name]
+    except KeyError:
+        raise LookupError(f"no subscription named {name!r}") from None
+
+
+def all_subscriptions() -> list[Subscription]:
+    return list(_subscriptions.values())
+
+
+def unregister(name: str) -> None:
+    """Forget a subscription (tests register temporary ones)."""
+    _subscriptions.pop(name, None)
+
+
+def partitions() -> range:
+    return range(settings.EVENTSTORE_PARTITIONS)
+
+
+# Running
+
+
+@dataclasses.dataclass
+class _HandlerFailed(Exception):
+    index: int
+    recorded: RecordedEvent | None
+    sequence: int
+    error: str
+
+
+def process_partition(
+    partition: int, subscriptions: Iterable[Subscription] | None = None
+) -> int:
+    """Handle every new event of a partition for each subscription; return the count.
+
+    Each subscription runs until it has caught up with the partition, is
+    stopped by an error, or another worker holds its lease.
+    """
+    handled = 0
+    for sub in subscriptions if subscriptions is not None else all_subscriptions():
+        handled += _run_until_caught_up(sub, partition)
+    return handled
+
+
+def catch_up(subscriptions: Iterable[Subscription] | None = None) -> int:
+    """Run every partition in this process until caught up (tests, fallback mode)."""
+    subs = list(subscriptions) if subscriptions is not None else all_subscriptions()
+    return sum(process_partition(partition, subs) for partition in partitions())
+
+
+def _run_until_caught_up(sub: Subscription, partition: int) -> int:
+    handled = 0
+    transient_failures = 0
+    while True:
+        try:
+            count, more = _handle_batch(sub, partition, sub.batch_size)
+        except _HandlerFailed as failure:
+            if failure.index > 0:
+                # Commit the events before the failing one, then stop there.
+                count, _ = _handle_batch(sub, partition, failure.index)
+                handled += count
+            _record_failure(sub, partition, failure)
+            return handled
+        except (OperationalError, ConcurrencyError) as error:
+            if not _is_transient(error) or transient_failures >= TRANSIENT_ATTEMPTS:
+                raise
+            transient_failures += 1
+            logger.info("retrying %s[%s] after %s", sub.name, partition, error)
+            continue
+        handled += count
+        if not more:
+            return handled
+
+
+def _is_transient(error: Exception) -> bool:
+    if isinstance(error, ConcurrencyError):
+        return True
+    return isinstance(
+        error.__cause__,
+        psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure,
+    )
+
+
+def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, bool]:
+    """Handle up to ``limit`` events in one transaction; return (count, more to do)."""
+    _ensure_checkpoints([sub], [partition])
+    with transaction.atomic():
+        checkpoint = (
+            Checkpoint.objects.select_for_update(skip_locked=True)
+            .filter(subscription=sub.name, partition=partition)
+            .first()
+        )
+        if checkpoint is None:  # another worker holds the lease
+            return 0, False
+        if (
+            checkpoint.is_stopped
+            and checkpoint.retry_at
+            and checkpoint.retry_at > timezone.now()
+        ):
+            return 0, False
+        try:
+            events, head = read_partition(
+                partition,
+                after_sequence=checkpoint.sequence,
+                limit=limit,
+                event_types=sub.event_types,
+            )
+        except EventStoreError as error:
+            raise _HandlerFailed(
+                0, None, checkpoint.sequence + 1, str(error)
+            ) from error
+        for index, recorded in enumerate(events):
+            try:
+                sub.handlers[recorded.event_type](recorded)
+            except Exception as error:
+                raise _HandlerFailed(
+                    index, recorded, recorded.sequence, traceback.format_exc()
+                ) from error
+        full = len(events) == limit
+        new_sequence = events[-1].sequence if full else head
+        if new_sequence != checkpoint.sequence or checkpoint.is_stopped:
+            checkpoint.sequence = new_sequence
+            _clear_failure(checkpoint)
+            checkpoint.save()
+    return len(events), full
+
+
+def _clear_failure(checkpoint: Checkpoint) -> None:
+    checkpoint.failed_sequence = None
+    checkpoint.failed_event_id = None
+    checkpoint.error = ""
+    checkpoint.attempts = 0
+    checkpoint.failed_at = None
+    checkpoint.retry_at = None
+
+
+def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) -> None:
+    """Write the error after the handler's transaction rolled back."""
+    now = timezone.now()
+    with transaction.atomic():
+        checkpoint = Checkpoint.objects.select_for_update().get(
+            subscription=sub.name, partition=partition
+        )
+        same_event = checkpoint.failed_sequence == failure.sequence
+        checkpoint.attempts = checkpoint.attempts + 1 if same_event else 1
+        checkpoint.failed_sequence = failure.sequence
+        checkpoint.failed_event_id = (
+            failure.recorded.event_id if failure.recorded else None
+        )
+        checkpoint.error = failure.error
+        checkpoint.failed_at = now
+        checkpoint.retry_at = now + datetime.timedelta(
+            seconds=min(2**checkpoint.attempts, MAX_BACKOFF_SECONDS)
+        )
+        checkpoint.save()
+    logger.error(
+        "subscription %s stopped at partition %s sequence %s (attempt %s): %s",
+        sub.name,
+        partition,
+        failure.sequence,
+        checkpoint.attempts,
+        failure.error.strip().splitlines()[-1] if failure.error.strip() else "",
+    )
+
+
+def _ensure_checkpoints(subs: Iterable[Subscription], parts: Iterable[int]) -> None:
+    Checkpoint.objects.bulk_create(
+        [Checkpoint(subscription=sub.name, partition=p) for sub in subs for p in parts],
+        ignore_conflicts=True,
+    )
+
+
+# Delivery
+
+
+def nudge_on_commit(partition: int) -> None:
+    """Have the partition processed after this transaction commits, once."""
+    if not connection.in_atomic_block:
+        _send_nudges({partition})
+        return
+    flusher = getattr(connection, "_eventstore_nudges", None)
+    registered = flusher is not None and any(
+        callback is flusher for _, callback, _ in connection.run_on_commit
+    )
+    if not registered:
+        flusher = _NudgeFlusher()
+        connection._eventstore_nudges = flusher
+        transaction.on_commit(flusher)
+    flusher.partitions.add(partition)
+
+
+class _NudgeFlusher:
+    def __init__(self):
+        self.partitions: set[int] = set()
+
+    def __call__(self):
+        _send_nudges(self.partitions)
+
+
+def _send_nudges(partitions: set[int]) -> None:
+    from .tasks import process_partition_task
+
+    for partition in sorted(partitions):
+        try:
+            process_partition_task.delay(partition)
+        except Exception:
+            # The sweep will find the partition; a lost nudge only delays.
+            logger.exception("could not nudge partition %s; the sweep will", partition)
+
+
+def partitions_behind() -> list[int]:
+    """Return the partitions where some subscription has work it may do now."""
+    subs = all_subscriptions()
+    _ensure_checkpoints(subs, partitions())
+    heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
+    waiting = Q(failed_sequence__isnull=False, retry_at__gt=timezone.now())
+    behind = set()
+    for checkpoint in Checkpoint.objects.filter(
+        subscription__in=[sub.name for sub in subs]
+    ).exclude(waiting):
+        if checkpoint.sequence < heads.get(checkpoint.partition, 0):
+            behind.add(checkpoint.partition)
+    return sorted(behind)
+
+
+# Operations
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionStatus:
+    subscription: str
+    partition: int
+    sequence: int
+    head: int
+    failed_sequence: int | None
+    error: str
+    attempts: int
+    retry_at: datetime.datetime | None
+
+    @property
+    def lag(self) -> int:
+        return max(self.head - self.sequence, 0)
+
+
+def subscription_status() -> list[PartitionStatus]:
+    """Return each subscription's position, lag and error in every partition."""
+    subs = all_subscriptions()
+    _ensure_checkpoints(subs, partitions())
+    heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
+    return [
+        PartitionStatus(
+            subscription=c.subscription,
+            partition=c.partition,
+            sequence=c.sequence,
+            head=heads.get(c.partition, 0),
+            failed_sequence=c.failed_sequence,
+            error=c.error,
+            attempts=c.attempts,
+            retry_at=c.retry_at,
+        )
+        for c in Checkpoint.objects.filter(subscription__in=[s.name for s in subs])
+    ]
+
+
+def retry_partition(subscription_name: str, partition: int) -> None:
+    """Let a stopped partition try its failed event again now."""
+    get_subscription(subscription_name)
+    Checkpoint.objects.filter(
+        subscription=subscription_name, partition=partition
+    ).update(retry_at=timezone.now())
+    nudge_on_commit(partition)
+
+
+def skip_failed_event(
+    subscription_name: str, partition: int, *, reason: str, actor=None
+) -> SkippedEvent:
+    """Move a stopped partition past its failed event, recording who and why."""
+    if not reason.strip():
+        raise ValueError("a reason is required to skip an event")
+    get_subscription(subscription_name)
+    with transaction.atomic():
+        checkpoint = Checkpoint.objects.select_for_update().get(
+            subscription=subscription_name, partition=partition
+        )
+        if not checkpoint.is_stopped:
+            raise ValueError(f"{subscription_name}[{partition}] is not stopped")
+        skipped = SkippedEvent.objects.create(
+            subscription=subscription_name,
+            partition=partition,
+            sequence=checkpoint.failed_sequence,
+            event_id=checkpoint.failed_event_id,
+            error=checkpoint.error,
+            reason=reason,
+            skipped_by=actor,
+        )
+        checkpoint.sequence = checkpoint.failed_sequence
+        _clear_failure(checkpoint)
+        checkpoint.save()
+        nudge_on_commit(partition)
+    return skipped
+
+
+def rebuild(
+    subscription_name: str, *, progress: Callable[[int], None] | None = None
+) -> int:
+    """Empty a subscription's read model and replay every event into it.
+
+    Runs in one transaction, so readers see the old read model until the new
+    one is complete. Return the number of events handled.
+    """
+    sub = get_subscription(subscription_name)
+    if sub.reset is None:
+        raise ValueError(f"{subscription_name} has no reset and cannot be rebuilt")
+    _ensure_checkpoints([sub], partitions())
+    handled = 0
+    with transaction.atomic():
+        list(Checkpoint.objects.select_for_update().filter(subscription=sub.name))
+        sub.reset()
+        Checkpoint.objects.filter(subscription=sub.name).update(
+            sequence=0,
+            failed_sequence=None,
+            failed_event_id=None,
+            error="",
+            attempts=0,
+            failed_at=None,
+            retry_at=None,
+        )
+        for partition in partitions():
+            more = True
+            while more:
+                try:
+                    count, more = _handle_batch(sub, partition, sub.batch_size)
+                except _HandlerFailed as failure:
+                    raise RuntimeError(
+                        f"rebuild of {sub.name} failed at partition {partition} "
+                        f"sequence {failure.sequence}: {failure.error}"
+                    ) from None
+                handled += count
+                if progress:
+                    progress(count)
+    return handled
