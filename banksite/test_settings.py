@@ -14,3 +14,5 @@ from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EVENTSTORE_PARTITIONS = 8
+
+INSTALLED_APPS = [*INSTALLED_APPS, "eventstore.tests.testapp"]  # noqa: F405

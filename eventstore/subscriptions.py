@@ -29,7 +29,7 @@ from django.utils import timezone
 from . import events as event_registry
 from .errors import ConcurrencyError, EventStoreError
 from .models import Checkpoint, PartitionHead, SkippedEvent
-from .store import RecordedEvent, read_partition
+from .store import RecordedEvent, metadata_context, read_partition
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,18 @@ def _is_transient(error: Exception) -> bool:
     )
 
 
+def handling_context(recorded: RecordedEvent):
+    """Carry the event's correlation id into whatever its handler appends.
+
+    Events a handler appends are caused by the handled event and share its
+    correlation id, so one request can be followed across processes.
+    """
+    return metadata_context(
+        correlation_id=recorded.metadata.get("correlation_id") or str(recorded.event_id),
+        causation_id=str(recorded.event_id),
+    )
+
+
 def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, bool]:
     """Handle up to ``limit`` events in one transaction; return (count, more to do)."""
     _ensure_checkpoints([sub], [partition])
@@ -193,7 +205,8 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
             ) from error
         for index, recorded in enumerate(events):
             try:
-                sub.handlers[recorded.event_type](recorded)
+                with handling_context(recorded):
+                    sub.handlers[recorded.event_type](recorded)
             except Exception as error:
                 raise _HandlerFailed(
                     index, recorded, recorded.sequence, traceback.format_exc()
