@@ -84,7 +84,9 @@ class CeleryWorker:
                 raise RuntimeError(f"worker exited:\n{self.log_path.read_text()}")
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"worker not ready in {timeout}s:\n{self.log_path.read_text()}")
+        raise RuntimeError(
+            f"worker not ready in {timeout}s:\n{self.log_path.read_text()}"
+        )
 
     def kill(self) -> None:
         """SIGKILL the worker and all its pool processes at once."""

@@ -30,6 +30,16 @@ class EventDecodeError(EventStoreError):
     """A stored event's data does not fit its class."""
 
 
+class UnreadableEvent(EventStoreError):
+    """An event in a partition batch could not be decoded; says which."""
+
+    def __init__(self, partition: int, sequence: int, index: int, reason: str):
+        self.partition = partition
+        self.sequence = sequence
+        self.index = index
+        super().__init__(reason)
+
+
 class AggregateNotFound(EventStoreError):
     """No events are stored for this aggregate."""
 

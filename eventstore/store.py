@@ -30,7 +30,12 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from . import events as event_registry
-from .errors import ConcurrencyError, DuplicateEventError
+from .errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStoreError,
+    UnreadableEvent,
+)
 from .models import Event, PartitionHead
 
 READ_BATCH_SIZE = 500
@@ -307,7 +312,13 @@ def read_partition(
         )
         rows = cursor.fetchall()
     head = rows[0][-1] if rows else 0
-    return [_recorded(row[:-1]) for row in rows if row[0] is not None], head
+    events = []
+    for index, row in enumerate(row for row in rows if row[0] is not None):
+        try:
+            events.append(_recorded(row[:-1]))
+        except EventStoreError as error:
+            raise UnreadableEvent(partition, row[4], index, str(error)) from error
+    return events, head
 
 
 def head_sequence(partition: int) -> int:
@@ -376,10 +387,10 @@ def _recorded(row) -> RecordedEvent:
         metadata = json.loads(metadata)
     if isinstance(event_id, str):
         event_id = uuid.UUID(event_id)
-    if isinstance(recorded_at, str):  # SQLite keeps naive UTC text
-        recorded_at = datetime.datetime.fromisoformat(recorded_at).replace(
-            tzinfo=datetime.UTC
-        )
+    if isinstance(recorded_at, str):
+        recorded_at = datetime.datetime.fromisoformat(recorded_at)
+    if recorded_at.tzinfo is None:  # SQLite keeps naive UTC
+        recorded_at = recorded_at.replace(tzinfo=datetime.UTC)
     position = (
         f"event {id_} ({stream_id} v{version}, partition {partition} seq {sequence})"
     )

@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import events as event_registry
-from .errors import ConcurrencyError, EventStoreError
+from .errors import ConcurrencyError, UnreadableEvent
 from .models import Checkpoint, PartitionHead, SkippedEvent
 from .store import RecordedEvent, metadata_context, read_partition
 
@@ -170,7 +170,8 @@ def handling_context(recorded: RecordedEvent):
     correlation id, so one request can be followed across processes.
     """
     return metadata_context(
-        correlation_id=recorded.metadata.get("correlation_id") or str(recorded.event_id),
+        correlation_id=recorded.metadata.get("correlation_id")
+        or str(recorded.event_id),
         causation_id=str(recorded.event_id),
     )
 
@@ -199,9 +200,9 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
                 limit=limit,
                 event_types=sub.event_types,
             )
-        except EventStoreError as error:
+        except UnreadableEvent as error:
             raise _HandlerFailed(
-                0, None, checkpoint.sequence + 1, str(error)
+                error.index, None, error.sequence, str(error)
             ) from error
         for index, recorded in enumerate(events):
             try:

@@ -4,31 +4,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Handled',
+            name="Handled",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.UUIDField()),
-                ('stream_id', models.CharField(max_length=200)),
-                ('version', models.PositiveIntegerField()),
-                ('partition', models.PositiveSmallIntegerField()),
-                ('sequence', models.BigIntegerField()),
-                ('handled_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("event_id", models.UUIDField()),
+                ("stream_id", models.CharField(max_length=200)),
+                ("version", models.PositiveIntegerField()),
+                ("partition", models.PositiveSmallIntegerField()),
+                ("sequence", models.BigIntegerField()),
+                ("handled_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Tally',
+            name="Tally",
             fields=[
-                ('stream_id', models.CharField(max_length=200, primary_key=True, serialize=False)),
-                ('total', models.BigIntegerField(default=0)),
-                ('events', models.PositiveIntegerField(default=0)),
+                (
+                    "stream_id",
+                    models.CharField(max_length=200, primary_key=True, serialize=False),
+                ),
+                ("total", models.BigIntegerField(default=0)),
+                ("events", models.PositiveIntegerField(default=0)),
             ],
         ),
     ]

@@ -1,0 +1,65 @@
+"""Show each subscription's position, lag and errors; retry or skip a stopped one."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from eventstore import subscriptions
+
+
+class Command(BaseCommand):
+    help = "Show subscription positions, lag and errors; retry or skip a stopped one."
+
+    def add_arguments(self, parser):
+        action = parser.add_mutually_exclusive_group()
+        action.add_argument(
+            "--retry", nargs=2, metavar=("SUBSCRIPTION", "PARTITION"), help="retry now"
+        )
+        action.add_argument(
+            "--skip",
+            nargs=2,
+            metavar=("SUBSCRIPTION", "PARTITION"),
+            help="skip the failed event (needs --reason)",
+        )
+        parser.add_argument("--reason", default="", help="why the event is skipped")
+
+    def handle(self, *args, retry=None, skip=None, reason="", **options):
+        try:
+            if retry:
+                subscriptions.retry_partition(retry[0], int(retry[1]))
+                self.stdout.write(f"{retry[0]}[{retry[1]}] will retry now")
+                return
+            if skip:
+                skipped = subscriptions.skip_failed_event(
+                    skip[0], int(skip[1]), reason=reason
+                )
+                self.stdout.write(
+                    f"{skip[0]}[{skip[1]}] skipped sequence {skipped.sequence}"
+                )
+                return
+        except (LookupError, ValueError) as error:
+            raise CommandError(str(error)) from error
+        self._show()
+
+    def _show(self):
+        rows = subscriptions.subscription_status()
+        header = f"{'subscription':<28} {'part':>4} {'position':>9} {'head':>9}"
+        self.stdout.write(f"{header} {'lag':>6}  error")
+        for row in rows:
+            error = ""
+            if row.failed_sequence is not None:
+                last_line = (
+                    row.error.strip().splitlines()[-1] if row.error.strip() else ""
+                )
+                error = (
+                    f"STOPPED at {row.failed_sequence} "
+                    f"after {row.attempts} attempt(s), "
+                    f"next retry {row.retry_at:%H:%M:%S}: {last_line}"
+                )
+            self.stdout.write(
+                f"{row.subscription:<28} {row.partition:>4} {row.sequence:>9} "
+                f"{row.head:>9} {row.lag:>6}  {error}"
+            )
+        total_lag = sum(row.lag for row in rows)
+        stopped = sum(row.failed_sequence is not None for row in rows)
+        self.stdout.write(
+            f"total lag {total_lag} events, {stopped} stopped partition(s)"
+        )

@@ -1,0 +1,119 @@
+"""Aggregates, the repository and snapshots."""
+
+import uuid
+
+import pytest
+
+from eventstore.aggregates import Repository, retry_on_conflict
+from eventstore.errors import AggregateNotFound, ConcurrencyError
+from eventstore.models import Snapshot
+from eventstore.tests.testapp.domain import Counter, CounterV2, UnsnapshottedCounter
+
+pytestmark = pytest.mark.django_db
+
+counters = Repository(Counter)
+
+
+def counter_with(amounts: list[int]) -> uuid.UUID:
+    """Save a counter one event per command, as a service would."""
+    counter = Counter(uuid.uuid4())
+    for amount in amounts:
+        counter.add(amount)
+        counters.save(counter)
+    return counter.id
+
+
+def test_an_aggregate_is_rebuilt_from_its_events():
+    counter_id = counter_with([1, 2, 3])
+
+    loaded = counters.load(counter_id)
+
+    assert (loaded.total, loaded.count, loaded.version) == (6, 3, 3)
+    assert loaded.pending_events == []
+
+
+def test_loading_an_unknown_aggregate_raises():
+    with pytest.raises(AggregateNotFound, match="counter-"):
+        counters.load(uuid.uuid4())
+
+
+def test_saving_a_stale_aggregate_raises_a_conflict():
+    counter_id = counter_with([1])
+    first, second = counters.load(counter_id), counters.load(counter_id)
+    first.add(1)
+    counters.save(first)
+    second.add(2)
+
+    with pytest.raises(ConcurrencyError):
+        counters.save(second)
+
+
+def test_retry_on_conflict_reruns_the_whole_command():
+    counter_id = counter_with([1])
+    runs = []
+
+    def add_ten():
+        counter = counters.load(counter_id)
+        if not runs:  # another writer gets in between load and save, once
+            rival = counters.load(counter_id)
+            rival.add(100)
+            counters.save(rival)
+        runs.append(counter.version)
+        counter.add(10)
+        counters.save(counter)
+        return counter
+
+    result = retry_on_conflict(add_ten)
+
+    assert runs == [1, 2]
+    assert result.total == 111
+    assert counters.load(counter_id).total == 111
+
+
+def test_retry_on_conflict_gives_up_after_its_attempts():
+    def always_conflicts():
+        raise ConcurrencyError("s", 1, 2)
+
+    with pytest.raises(ConcurrencyError):
+        retry_on_conflict(always_conflicts, attempts=3)
+
+
+def test_a_snapshot_is_taken_every_n_events():
+    counter_id = counter_with(list(range(1, 26)))
+
+    snapshot = Snapshot.objects.get(stream_id=Counter.stream_id_for(counter_id))
+
+    assert snapshot.version == 20
+    assert snapshot.state == {"total": sum(range(1, 21)), "count": 20}
+
+
+def test_loading_reads_only_the_events_after_the_snapshot(django_assert_num_queries):
+    counter_id = counter_with(list(range(1, 26)))
+
+    with django_assert_num_queries(2):  # the snapshot, then events 21..25
+        loaded = counters.load(counter_id)
+
+    assert (loaded.total, loaded.version) == (sum(range(1, 26)), 25)
+
+
+def test_deleting_every_snapshot_changes_no_loaded_state():
+    ids = [counter_with(list(range(1, n))) for n in (5, 12, 31, 47)]
+    with_snapshots = [vars(counters.load(i)) for i in ids]
+
+    Snapshot.objects.all().delete()
+
+    assert [vars(counters.load(i)) for i in ids] == with_snapshots
+    assert [vars(Repository(UnsnapshottedCounter).load(i)) for i in ids] == [
+        {**state} for state in with_snapshots
+    ]
+
+
+def test_a_bumped_snapshot_schema_version_ignores_old_snapshots():
+    counter_id = counter_with(list(range(1, 12)))
+    # Tamper with the stored snapshot: if it were used, the total would show it.
+    Snapshot.objects.filter(stream_id=Counter.stream_id_for(counter_id)).update(
+        state={"total": -1, "count": 10}
+    )
+
+    assert counters.load(counter_id).total == -1 + 11  # v1 uses its snapshot at 10
+    assert Repository(CounterV2).load(counter_id).total == sum(range(1, 12))

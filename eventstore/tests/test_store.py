@@ -1,0 +1,385 @@
+"""append and read against the real PostgreSQL."""
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from eventstore.errors import ConcurrencyError, DuplicateEventError, UnknownEventType
+from eventstore.models import Event
+from eventstore.store import (
+    NewEvent,
+    append,
+    metadata_context,
+    partition_for,
+    read_partition,
+    read_stream,
+    stream_version,
+)
+from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.testapp.events import Counted
+
+
+def new_stream() -> str:
+    return f"tally-{uuid.uuid4()}"
+
+
+@pytest.mark.django_db
+class TestAppend:
+    def test_events_are_stored_with_consecutive_versions_and_sequences(self):
+        stream = new_stream()
+        append(stream, [Counted(amount=1), Counted(amount=2)], 0)
+        append(stream, [Counted(amount=3)], 2)
+
+        stored = list(read_stream(stream))
+
+        assert [e.version for e in stored] == [1, 2, 3]
+        assert [e.event.amount for e in stored] == [1, 2, 3]
+        assert {e.partition for e in stored} == {partition_for(stream)}
+        sequences = [e.sequence for e in stored]
+        assert sequences == sorted(sequences)
+        assert stream_version(stream) == 3
+
+    def test_a_wrong_expected_version_names_stream_and_versions(self):
+        stream = new_stream()
+        append(stream, [Counted(amount=1)], 0)
+
+        with pytest.raises(ConcurrencyError) as raised:
+            append(stream, [Counted(amount=2)], 0)
+
+        error = raised.value
+        assert (error.stream_id, error.expected_version, error.actual_version) == (
+            stream,
+            0,
+            1,
+        )
+        assert stream in str(error) and "expected 0" in str(error)
+
+    def test_a_conflict_leaves_the_callers_transaction_usable(self):
+        stream = new_stream()
+        with transaction.atomic():
+            append(stream, [Counted(amount=1)], 0)
+            with pytest.raises(ConcurrencyError):
+                append(stream, [Counted(amount=2)], 0)
+            append(stream, [Counted(amount=3)], 1)
+
+        assert [e.event.amount for e in read_stream(stream)] == [1, 3]
+
+    def test_reappending_a_stored_event_id_is_a_no_op_returning_it(self):
+        stream = new_stream()
+        event_id = uuid.uuid4()
+        (first,) = append(stream, [NewEvent(Counted(amount=5), event_id=event_id)], 0)
+
+        (again,) = append(stream, [NewEvent(Counted(amount=5), event_id=event_id)], 0)
+
+        assert again.id == first.id and again.version == 1
+        assert Event.objects.filter(stream_id=stream).count() == 1
+
+    def test_a_batch_with_some_stored_event_ids_is_refused_whole(self):
+        stream = new_stream()
+        stored_id = uuid.uuid4()
+        append(stream, [NewEvent(Counted(amount=1), event_id=stored_id)], 0)
+
+        with pytest.raises(DuplicateEventError):
+            append(
+                stream,
+                [NewEvent(Counted(amount=1), event_id=stored_id), Counted(amount=2)],
+                1,
+            )
+
+        assert stream_version(stream) == 1
+
+    def test_an_unregistered_event_in_a_batch_stores_nothing(self):
+        stream = new_stream()
+
+        with pytest.raises(UnknownEventType):
+            append(stream, [Counted(amount=1), object()], 0)
+
+        assert stream_version(stream) == 0
+
+    def test_recorded_time_is_the_moment_of_the_write_not_the_transaction_start(self):
+        stream = new_stream()
+        with transaction.atomic():
+            (first,) = append(stream, [Counted(amount=1)], 0)
+            time.sleep(0.01)
+            (second,) = append(stream, [Counted(amount=1)], 1)
+
+        assert second.recorded_at > first.recorded_at
+
+    def test_metadata_from_the_context_and_the_call_are_stored(self):
+        stream = new_stream()
+        with metadata_context(correlation_id="c-1", actor_id=7):
+            append(stream, [Counted(amount=1)], 0, metadata={"request_id": "r-1"})
+
+        (stored,) = read_stream(stream)
+        assert stored.metadata == {
+            "correlation_id": "c-1",
+            "actor_id": 7,
+            "request_id": "r-1",
+        }
+
+    def test_a_stream_is_read_in_batches(self, django_assert_num_queries):
+        stream = new_stream()
+        append(stream, [Counted(amount=n) for n in range(1, 11)], 0)
+
+        with django_assert_num_queries(4):
+            amounts = [e.event.amount for e in read_stream(stream, batch_size=3)]
+
+        assert amounts == list(range(1, 11))
+
+    def test_a_partition_is_read_after_a_checkpoint(self):
+        first, second = streams_in_partition(3, 2)
+        append(first, [Counted(amount=1), Counted(amount=2)], 0)
+        append(second, [Counted(amount=3)], 0)
+        all_events, head = read_partition(3, after_sequence=0, limit=100)
+
+        later, _ = read_partition(3, after_sequence=all_events[0].sequence, limit=100)
+
+        assert head == all_events[-1].sequence
+        assert [e.event.amount for e in later] == [2, 3]
+
+
+@pytest.mark.django_db
+class TestAppendOnly:
+    def test_raw_sql_cannot_update_an_event(self):
+        stream = new_stream()
+        (event,) = append(stream, [Counted(amount=1)], 0)
+
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(
+                "UPDATE eventstore_event SET data = '{}'::jsonb WHERE id = %s",
+                [event.id],
+            )
+
+        assert Event.objects.get(id=event.id).data["amount"] == 1
+
+    def test_raw_sql_cannot_delete_an_event(self):
+        stream = new_stream()
+        (event,) = append(stream, [Counted(amount=1)], 0)
+
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("DELETE FROM eventstore_event WHERE id = %s", [event.id])
+
+        assert Event.objects.filter(id=event.id).exists()
+
+
+def test_the_partition_of_a_stream_is_the_same_in_another_process():
+    stream = "account-2f1c7d3e-0000-4000-8000-000000000001"
+    code = (
+        "import django; django.setup();"
+        "from eventstore.store import partition_for;"
+        f"print(partition_for({stream!r}))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "banksite.test_settings"},
+    )
+    assert int(other.stdout.strip()) == partition_for(stream)
+
+
+def in_thread_transaction(work, *args):
+    """Run ``work`` in a thread with its own connection and transaction."""
+    result = {}
+
+    def run():
+        try:
+            with transaction.atomic():
+                result["value"] = work(*args)
+        except Exception as error:  # reported to the test below
+            result["error"] = error
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConcurrentWriters:
+    def test_exactly_one_writer_wins_each_version(self):
+        stream = new_stream()
+        writers, rounds = 8, 5
+        barrier = threading.Barrier(writers)
+        wins = []
+        conflicts = []
+        lock = threading.Lock()
+
+        def writer(name):
+            try:
+                for round_ in range(rounds):
+                    barrier.wait()
+                    expected = round_
+                    try:
+                        with transaction.atomic():
+                            append(stream, [Counted(amount=1, note=name)], expected)
+                        with lock:
+                            wins.append((expected + 1, name))
+                    except ConcurrencyError:
+                        with lock:
+                            conflicts.append((expected + 1, name))
+            finally:
+                connection.close()
+
+        threads = [
+            threading.Thread(target=writer, args=(f"w{n}",)) for n in range(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        stored = list(read_stream(stream))
+        assert sorted(version for version, _ in wins) == list(range(1, rounds + 1))
+        assert len(conflicts) == writers * rounds - rounds
+        assert [(e.version, e.event.note) for e in stored] == sorted(wins)
+
+
+@pytest.mark.django_db(transaction=True)
+class TestReadersNeverSkip:
+    def test_a_late_commit_in_a_partition_is_not_passed_over(self):
+        early, late = streams_in_partition(5, 2)
+        appended = threading.Event()
+        release = threading.Event()
+
+        def hold_open():
+            append(early, [Counted(amount=1)], 0)
+            appended.set()
+            release.wait(10)
+
+        holder, held = in_thread_transaction(hold_open)
+        assert appended.wait(10)
+        # A second writer to the same partition waits for the head row...
+        second, second_result = in_thread_transaction(
+            append, late, [Counted(amount=2)], 0
+        )
+        time.sleep(0.2)
+        assert second.is_alive()
+        # ...and a reader sees nothing that could later be overtaken.
+        seen, head = read_partition(5, after_sequence=0, limit=100)
+        assert (seen, head) == ([], 0)
+
+        release.set()
+        holder.join(10)
+        second.join(10)
+
+        assert "error" not in held and "error" not in second_result
+        seen, _ = read_partition(5, after_sequence=0, limit=100)
+        assert [(e.stream_id, e.sequence) for e in seen] == [(early, 1), (late, 2)]
+
+    def test_version_n_plus_1_from_an_older_transaction_comes_after_version_n(self):
+        (stream,) = streams_in_partition(6, 1)
+        append(stream, [Counted(amount=1)], 0)
+        older_has_xid = threading.Event()
+        version_2_committed = threading.Event()
+
+        def older_writer():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_current_xact_id()")
+                xid = cursor.fetchone()[0]
+            older_has_xid.set()
+            version_2_committed.wait(10)
+            (event,) = append(stream, [Counted(amount=3)], 2)
+            return xid, event
+
+        older, older_result = in_thread_transaction(older_writer)
+        assert older_has_xid.wait(10)
+        newer, newer_result = in_thread_transaction(
+            lambda: append(stream, [Counted(amount=2)], 1)
+        )
+        newer.join(10)
+        # A reader follows the partition and checkpoints after version 2.
+        seen, _ = read_partition(6, after_sequence=0, limit=100)
+        checkpoint = seen[-1].sequence
+        version_2_committed.set()
+        older.join(10)
+
+        assert "error" not in older_result, older_result
+        older_xid, version_3 = older_result["value"]
+        (version_2,) = newer_result["value"]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT xmin::text::bigint FROM eventstore_event WHERE id = %s",
+                [version_2.id],
+            )
+            newer_xid = cursor.fetchone()[0]
+        assert int(str(older_xid)) < newer_xid  # the interleaving the design warns of
+        after_checkpoint, _ = read_partition(6, after_sequence=checkpoint, limit=100)
+        assert [e.version for e in seen] == [1, 2]
+        assert [e.version for e in after_checkpoint] == [3]
+        assert version_3.sequence > version_2.sequence
+
+    def test_a_following_reader_sees_every_event_once_in_stream_order(self):
+        partition = 2
+        streams = streams_in_partition(partition, 6)
+        writers_done = threading.Event()
+        errors = []
+
+        def writer(my_streams):
+            rng = random.Random()
+            try:
+                for version in range(8):
+                    for stream in my_streams:
+                        with transaction.atomic():
+                            append(stream, [Counted(amount=version + 1)], version)
+                            time.sleep(rng.uniform(0, 0.004))
+            except Exception as error:
+                errors.append(error)
+            finally:
+                connection.close()
+
+        seen = []
+
+        def reader():
+            checkpoint = 0
+            try:
+                while True:
+                    finished = writers_done.is_set()
+                    batch, head = read_partition(
+                        partition, after_sequence=checkpoint, limit=7
+                    )
+                    seen.extend(batch)
+                    if batch:
+                        checkpoint = batch[-1].sequence
+                    elif finished:
+                        return
+            finally:
+                connection.close()
+
+        writers = [
+            threading.Thread(target=writer, args=(streams[i::3],)) for i in range(3)
+        ]
+        follower = threading.Thread(target=reader)
+        follower.start()
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        writers_done.set()
+        follower.join(30)
+
+        assert not errors
+        assert len(seen) == 6 * 8
+        assert len({e.id for e in seen}) == len(seen)
+        assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
+        for stream in streams:
+            assert [e.version for e in seen if e.stream_id == stream] == list(
+                range(1, 9)
+            )

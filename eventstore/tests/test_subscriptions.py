@@ -1,0 +1,357 @@
+"""Subscriptions: exactly-once handling, errors that stop a partition, nudges."""
+
+import datetime
+import threading
+import uuid
+from io import StringIO
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.utils import timezone
+
+from eventstore import subscriptions
+from eventstore.models import Checkpoint, Event, SkippedEvent
+from eventstore.store import append, partition_for
+from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.testapp.events import Counted
+from eventstore.tests.testapp.models import Handled, Tally
+from eventstore.tests.testapp.projections import tallies
+
+
+def handled_counts() -> dict[uuid.UUID, int]:
+    counts: dict[uuid.UUID, int] = {}
+    for event_id in Handled.objects.values_list("event_id", flat=True):
+        counts[event_id] = counts.get(event_id, 0) + 1
+    return counts
+
+
+def checkpoint(partition: int) -> Checkpoint:
+    return Checkpoint.objects.get(subscription=tallies.name, partition=partition)
+
+
+@pytest.mark.django_db
+class TestHandling:
+    def test_each_event_is_handled_once_and_the_checkpoint_moves(self):
+        (stream,) = streams_in_partition(1, 1)
+        events = append(stream, [Counted(amount=n) for n in range(1, 6)], 0)
+
+        handled = subscriptions.process_partition(1, [tallies])
+        handled_again = subscriptions.process_partition(1, [tallies])
+
+        assert (handled, handled_again) == (5, 0)
+        assert Tally.objects.get(stream_id=stream).total == 15
+        assert checkpoint(1).sequence == events[-1].sequence
+        assert set(handled_counts().values()) == {1}
+
+    def test_a_batch_larger_than_the_batch_size_is_handled_in_several(self):
+        (stream,) = streams_in_partition(1, 1)
+        append(
+            stream, [Counted(amount=1) for _ in range(tallies.batch_size * 2 + 3)], 0
+        )
+
+        subscriptions.process_partition(1, [tallies])
+
+        assert Tally.objects.get(stream_id=stream).events == tallies.batch_size * 2 + 3
+
+    def test_events_of_other_types_move_the_checkpoint_without_a_handler(self):
+        from eventstore.tests.testapp.events import Ignored
+
+        (stream,) = streams_in_partition(4, 1)
+        (event,) = append(stream, [Ignored()], 0)
+
+        subscriptions.process_partition(4, [tallies])
+
+        assert checkpoint(4).sequence == event.sequence
+
+    def test_status_shows_position_and_lag(self):
+        (stream,) = streams_in_partition(2, 1)
+        append(stream, [Counted(amount=1), Counted(amount=1)], 0)
+        before = {
+            (s.subscription, s.partition): s.lag
+            for s in subscriptions.subscription_status()
+        }
+
+        subscriptions.process_partition(2, [tallies])
+
+        after = {
+            (s.subscription, s.partition): s.lag
+            for s in subscriptions.subscription_status()
+        }
+        assert before[(tallies.name, 2)] == 2
+        assert after[(tallies.name, 2)] == 0
+
+    def test_the_subscriptions_command_prints_lag_and_stopped_partitions(self):
+        (stream,) = streams_in_partition(2, 1)
+        append(stream, [Counted(amount=1, fail=True)], 0)
+        subscriptions.process_partition(2, [tallies])
+        out = StringIO()
+
+        call_command("subscriptions", stdout=out)
+
+        line = next(
+            row
+            for row in out.getvalue().splitlines()
+            if row.startswith(tallies.name) and row.split()[1] == "2"
+        )
+        assert "STOPPED at 1" in line and "DeliberateFailure" in line
+        assert "1 stopped partition(s)" in out.getvalue()
+
+    def test_an_undecodable_event_stops_the_partition_naming_its_position(self):
+        (stream,) = streams_in_partition(7, 1)
+        (good,) = append(stream, [Counted(amount=1)], 0)
+        Event.objects.create(
+            stream_id=stream,
+            version=2,
+            partition=7,
+            sequence=good.sequence + 1,
+            event_type="testapp.Counted",
+            schema_version=9,
+            data={"amount": 1},
+            event_id=uuid.uuid4(),
+            recorded_at=timezone.now(),
+        )
+
+        subscriptions.process_partition(7, [tallies])
+
+        stopped = checkpoint(7)
+        assert stopped.failed_sequence == good.sequence + 1
+        assert (
+            "newer than this code" in stopped.error and f"{stream} v2" in stopped.error
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+class TestFailures:
+    def test_a_failing_handler_stops_its_partition_at_that_event(self):
+        (stream,) = streams_in_partition(3, 1)
+        recorded = append(
+            stream,
+            [
+                Counted(amount=1),
+                Counted(amount=2),
+                Counted(amount=4, fail=True),
+                Counted(amount=8),
+            ],
+            0,
+        )
+
+        subscriptions.process_partition(3, [tallies])
+
+        stopped = checkpoint(3)
+        assert Tally.objects.get(stream_id=stream).total == 3  # before the failure
+        assert stopped.sequence == recorded[1].sequence
+        assert stopped.failed_sequence == recorded[2].sequence
+        assert stopped.failed_event_id == recorded[2].event_id
+        assert "DeliberateFailure" in stopped.error and "Traceback" in stopped.error
+        assert stopped.attempts == 1
+        assert stopped.retry_at > timezone.now()
+
+    def test_a_stopped_partition_waits_for_its_backoff_then_retries(self):
+        (stream,) = streams_in_partition(3, 1)
+        append(stream, [Counted(amount=1, fail=True)], 0)
+        subscriptions.process_partition(3, [tallies])
+
+        subscriptions.process_partition(3, [tallies])
+        assert checkpoint(3).attempts == 1  # still in its backoff
+
+        Checkpoint.objects.filter(partition=3).update(retry_at=timezone.now())
+        subscriptions.process_partition(3, [tallies])
+        second = checkpoint(3)
+        assert second.attempts == 2
+        assert second.retry_at - second.failed_at >= datetime.timedelta(seconds=4)
+
+    def test_other_partitions_go_on_while_one_is_stopped(self):
+        (bad,) = streams_in_partition(3, 1)
+        (good,) = streams_in_partition(4, 1)
+        append(bad, [Counted(amount=1, fail=True)], 0)
+        append(good, [Counted(amount=1)], 0)
+
+        subscriptions.catch_up([tallies])
+
+        assert Tally.objects.filter(stream_id=good).exists()
+        assert checkpoint(3).is_stopped and not checkpoint(4).is_stopped
+
+    def test_an_operator_retry_runs_the_event_again_at_once(self):
+        (stream,) = streams_in_partition(3, 1)
+        append(stream, [Counted(amount=1, fail=True)], 0)
+        subscriptions.process_partition(3, [tallies])
+
+        subscriptions.retry_partition(tallies.name, 3)
+        subscriptions.process_partition(3, [tallies])
+
+        assert checkpoint(3).attempts == 2
+
+    def test_skipping_a_failed_event_records_the_reason_and_goes_on(
+        self, django_user_model
+    ):
+        operator = django_user_model.objects.create_user("operator")
+        (stream,) = streams_in_partition(3, 1)
+        recorded = append(
+            stream,
+            [Counted(amount=1, fail=True), Counted(amount=2), Counted(amount=3)],
+            0,
+        )
+        subscriptions.process_partition(3, [tallies])
+
+        subscriptions.skip_failed_event(
+            tallies.name, 3, reason="bad test data", actor=operator
+        )
+        subscriptions.process_partition(3, [tallies])
+
+        skipped = SkippedEvent.objects.get()
+        assert (skipped.sequence, skipped.event_id) == (
+            recorded[0].sequence,
+            recorded[0].event_id,
+        )
+        assert (skipped.reason, skipped.skipped_by) == ("bad test data", operator)
+        assert "DeliberateFailure" in skipped.error
+        assert Tally.objects.get(stream_id=stream).total == 5
+        assert not checkpoint(3).is_stopped
+
+    def test_a_skip_needs_a_reason_and_a_stopped_partition(self):
+        with pytest.raises(ValueError, match="reason"):
+            subscriptions.skip_failed_event(tallies.name, 3, reason=" ")
+        subscriptions.process_partition(3, [tallies])
+        with pytest.raises(ValueError, match="not stopped"):
+            subscriptions.skip_failed_event(tallies.name, 3, reason="why not")
+
+
+@pytest.mark.django_db(transaction=True)
+class TestRedelivery:
+    def test_running_the_same_batch_twice_handles_it_once(self):
+        (stream,) = streams_in_partition(5, 1)
+        append(stream, [Counted(amount=1) for _ in range(10)], 0)
+
+        subscriptions.process_partition(5, [tallies])
+        subscriptions.process_partition(5, [tallies])
+
+        assert len(handled_counts()) == 10 and set(handled_counts().values()) == {1}
+
+    def test_two_runners_racing_for_one_partition_handle_each_event_once(self):
+        streams = streams_in_partition(5, 3)
+        for stream in streams:
+            append(
+                stream, [Counted(amount=1, sleep_seconds=0.005) for _ in range(40)], 0
+            )
+        barrier = threading.Barrier(3)
+
+        def runner():
+            try:
+                barrier.wait()
+                subscriptions.process_partition(5, [tallies])
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=runner) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        subscriptions.process_partition(5, [tallies])  # whatever a loser left
+
+        assert len(handled_counts()) == 120 and set(handled_counts().values()) == {1}
+        assert all(Tally.objects.get(stream_id=s).total == 40 for s in streams)
+
+
+@pytest.mark.django_db(transaction=True)
+class TestRebuild:
+    def test_a_rebuild_from_the_start_gives_the_same_read_model(self):
+        for stream in streams_in_partition(1, 3) + streams_in_partition(6, 2):
+            append(stream, [Counted(amount=n) for n in range(1, 30)], 0)
+        subscriptions.catch_up([tallies])
+        live = sorted(Tally.objects.values_list("stream_id", "total", "events"))
+        Tally.objects.update(total=0)  # damage it
+
+        handled = subscriptions.rebuild(tallies.name)
+
+        assert handled == 5 * 29
+        assert sorted(Tally.objects.values_list("stream_id", "total", "events")) == live
+
+
+def broker_queue_length() -> int:
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    return client.llen(settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+def purge_broker_queue() -> None:
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(
+        settings.CELERY_TASK_DEFAULT_QUEUE
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+class TestDelivery:
+    def test_one_nudge_per_partition_and_transaction_after_commit(self):
+        purge_broker_queue()
+        first, second = streams_in_partition(1, 2)
+        (third,) = streams_in_partition(2, 1)
+
+        with transaction.atomic():
+            append(first, [Counted(amount=1)], 0)
+            append(second, [Counted(amount=1)], 0)
+            append(first, [Counted(amount=1)], 1)
+            append(third, [Counted(amount=1)], 0)
+            assert broker_queue_length() == 0  # nothing before commit
+
+        assert broker_queue_length() == 2
+
+    def test_a_rolled_back_transaction_sends_no_nudge(self):
+        purge_broker_queue()
+        (stream,) = streams_in_partition(1, 1)
+
+        with pytest.raises(RuntimeError), transaction.atomic():
+            append(stream, [Counted(amount=1)], 0)
+            raise RuntimeError("roll back")
+        with transaction.atomic():
+            append(f"tally-{uuid.uuid4()}", [Counted(amount=1)], 0)
+
+        assert broker_queue_length() == 1
+
+    def test_the_sweep_finds_partitions_with_work(self):
+        (stream,) = streams_in_partition(6, 1)
+        append(stream, [Counted(amount=1)], 0)
+
+        assert 6 in subscriptions.partitions_behind()
+        subscriptions.process_partition(6)
+        assert 6 not in subscriptions.partitions_behind()
+
+
+@pytest.mark.django_db(transaction=True)
+class TestWithARealWorker:
+    def test_a_lost_nudge_is_made_good_by_the_sweep(
+        self, start_celery_worker, wait_for
+    ):
+        (stream,) = streams_in_partition(4, 1)
+        with transaction.atomic():
+            append(stream, [Counted(amount=3)], 0)
+        purge_broker_queue()  # the nudge is lost
+
+        start_celery_worker(beat=True)
+
+        tally = wait_for(lambda: Tally.objects.filter(stream_id=stream).first())
+        assert tally.total == 3
+
+    def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
+        self, start_celery_worker, wait_for
+    ):
+        (stream,) = streams_in_partition(2, 1)
+        count = tallies.batch_size * 3
+        with transaction.atomic():
+            append(
+                stream, [Counted(amount=1, sleep_seconds=0.02) for _ in range(count)], 0
+            )
+        worker = start_celery_worker()
+        wait_for(lambda: Handled.objects.count() >= tallies.batch_size, timeout=60)
+        worker.kill()  # while it holds the lease on the next batch
+        handled_at_kill = Handled.objects.count()
+        assert handled_at_kill < count
+
+        start_celery_worker(beat=True)
+
+        wait_for(lambda: Handled.objects.count() >= count, timeout=90)
+        assert set(handled_counts().values()) == {1}
+        assert Tally.objects.get(stream_id=stream).total == count
+        assert partition_for(stream) == 2
