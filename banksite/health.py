@@ -1,0 +1,87 @@
+"""``GET /healthz``: is this web process fit to take traffic?
+
+Answers 200 when the database and the Celery broker are reachable and 503
+when either is not, with a JSON body saying which. It also reports how far
+the subscriptions (projections and the transfer process) lag behind the
+event table and how many partitions are stopped by an error; those do not
+change the status code, because taking web processes out of a load balancer
+would not make workers catch up. Unauthenticated and cheap: meant to be
+polled every few seconds.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from kombu.exceptions import OperationalError as BrokerError
+
+from eventstore.subscriptions import subscription_status
+
+from .celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+BROKER_TIMEOUT_SECONDS = 2
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Report the database, the broker and the subscriptions' lag."""
+    database = _check(_ping_database)
+    broker = (
+        {"ok": True, "mode": "eager (tasks run in-process)"}
+        if settings.CELERY_TASK_ALWAYS_EAGER
+        else _check(_ping_broker)
+    )
+    body = {"database": database, "broker": broker}
+    if database["ok"]:
+        body["subscriptions"] = _check(_subscription_lag)
+    healthy = database["ok"] and broker["ok"]
+    body["status"] = "ok" if healthy else "unavailable"
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _check(probe) -> dict:
+    started = time.monotonic()
+    try:
+        result = {"ok": True, **probe()}
+    except (DatabaseError, OSError, BrokerError) as error:
+        logger.warning("health check %s failed: %s", probe.__name__, error)
+        result = {
+            "ok": False,
+            "error": (str(error).strip() or repr(error)).splitlines()[0],
+        }
+    result["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+def _ping_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        # Drop a broken connection so the next probe reconnects.
+        connection.close()
+        raise
+    return {"vendor": connection.vendor}
+
+
+def _ping_broker() -> dict:
+    with celery_app.connection_for_write() as broker:
+        broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+    return {}
+
+
+def _subscription_lag() -> dict:
+    statuses = subscription_status()
+    lags = [status.lag for status in statuses]
+    return {
+        "lag": sum(lags),
+        "max_partition_lag": max(lags, default=0),
+        "stopped_partitions": sum(1 for s in statuses if s.failed_sequence is not None),
+    }

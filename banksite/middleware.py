@@ -1,0 +1,151 @@
+"""Request-wide infrastructure: ids for tracing, 503 on database outages, and
+throttled logins. Nothing here knows about banking."""
+
+import logging
+import re
+import time
+import uuid
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.throttling import SimpleRateThrottle
+
+from eventstore.store import metadata_context
+
+logger = logging.getLogger("banksite.request")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+CORRELATION_ID_HEADER = "X-Correlation-ID"
+# What a caller may send as an id: short and safe to put in a log line.
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _id_from(request: HttpRequest, header: str) -> str | None:
+    value = request.headers.get(header, "")
+    return value if _ID.match(value) else None
+
+
+class RequestContextMiddleware:
+    """Give each request a request id and a correlation id, and log it.
+
+    Both come from the ``X-Request-ID`` / ``X-Correlation-ID`` headers when a
+    caller (or a proxy) sends usable ones, and are made up otherwise; the
+    correlation id defaults to the request id. They are put in the event
+    store's metadata context, so every event the request appends carries
+    them, and on every log line (``banksite.logs.ContextFilter``), and are
+    sent back in the response headers.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = _id_from(request, REQUEST_ID_HEADER) or uuid.uuid4().hex
+        correlation_id = _id_from(request, CORRELATION_ID_HEADER) or request_id
+        request.request_id = request_id
+        request.correlation_id = correlation_id
+        started = time.monotonic()
+        with metadata_context(request_id=request_id, correlation_id=correlation_id):
+            response = self.get_response(request)
+            logger.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+        response[REQUEST_ID_HEADER] = request_id
+        response[CORRELATION_ID_HEADER] = correlation_id
+        return response
+
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 with a JSON error when the database cannot be reached.
+
+    Covers every view (the API's exception handler may answer first for API
+    views): a database outage is not a bug in the request, so it must not look
+    like a 500.
+    """
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.error("database unavailable: %s", exception, exc_info=exception)
+        return JsonResponse(
+            {
+                "code": "database_unavailable",
+                "detail": "The database is unavailable. Try again shortly.",
+            },
+            status=503,
+            headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+        )
+
+
+class LoginRateThrottle(SimpleRateThrottle):
+    """Count login attempts per client address (``LOGIN_THROTTLE_RATE``)."""
+
+    scope = "login"
+
+    def get_rate(self) -> str:
+        return settings.LOGIN_THROTTLE_RATE
+
+    def get_cache_key(self, request, view) -> str:
+        return self.cache_format % {
+            "scope": self.scope,
+            "ident": self.get_ident(request),
+        }
+
+
+class LoginThrottleMiddleware:
+    """Answer 429 to too many login attempts from one client address.
+
+    Throttles POSTs to the admin login (and any view named in
+    ``LOGIN_THROTTLE_VIEWS``) and to every DRF token view (a subclass of
+    ``ObtainAuthToken``), wherever the API mounts it. The client address is
+    found as DRF finds it (``REST_FRAMEWORK["NUM_PROXIES"]`` behind proxies).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        if request.method != "POST" or not self._is_login(request, view_func):
+            return None
+        throttle = LoginRateThrottle()
+        if throttle.allow_request(request, None):
+            return None
+        wait = max(int(throttle.wait() or 1), 1)
+        return JsonResponse(
+            {
+                "code": "throttled",
+                "detail": f"Too many login attempts. Try again in {wait} seconds.",
+            },
+            status=429,
+            headers={"Retry-After": str(wait)},
+        )
+
+    @staticmethod
+    def _is_login(request: HttpRequest, view_func) -> bool:
+        view_class = getattr(view_func, "cls", None)
+        if isinstance(view_class, type) and issubclass(view_class, ObtainAuthToken):
+            return True
+        match = request.resolver_match
+        return match is not None and match.view_name in settings.LOGIN_THROTTLE_VIEWS

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Bring the whole bank up with one command: virtual environment, database,
+# migrations, demo data (once), then the web server (gunicorn), a Celery
+# worker and Celery beat. Ctrl-C stops everything.
+#
+#   ./run.sh [--port PORT]          (or PORT=8001 ./run.sh)
+#
+# Uses PostgreSQL (DATABASE_URL) and Redis (CELERY_BROKER_URL), localhost by
+# default; with either unreachable it runs embedded instead: SQLite in
+# var/bank.sqlite3 (SQLITE_PATH) and Celery tasks run in-process.
+# DEMO_DATA=0 skips the demo data; DEMO_TRANSFERS sets how many transfers.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PORT="${PORT:-8000}"
+HOST="${HOST:-127.0.0.1}"
+
+usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --port) PORT="${2:?--port needs a number}"; shift 2 ;;
+    --port=*) PORT="${1#--port=}"; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$PORT" in '' | *[!0-9]*) echo "run.sh: --port must be a number" >&2; exit 2 ;; esac
+
+if [ -t 1 ]; then
+    say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+else
+    say() { printf '==> %s\n' "$*"; }
+fi
+
+# --- virtual environment: install only when requirements.txt changed
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    python3 -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+wanted="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    say "installing requirements.txt into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+    echo "$wanted" >"$stamp"
+fi
+PY=.venv/bin/python
+export PYTHONUNBUFFERED=1
+
+# --- PostgreSQL and Redis, or the embedded fallback
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bank}"
+export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
+if found="$($PY -m banksite.preflight)"; then
+    EMBEDDED=0
+    say "using $found"
+else
+    EMBEDDED=1
+    sqlite_path="${SQLITE_PATH:-$PWD/var/bank.sqlite3}"
+    mkdir -p "$(dirname "$sqlite_path")"
+    export DATABASE_URL="sqlite:///$sqlite_path"
+    export CELERY_TASK_ALWAYS_EAGER=1
+    export CACHE_URL=locmem://
+    say "embedded mode ($found): SQLite at $sqlite_path, Celery tasks run in-process, no worker or beat"
+fi
+
+say "migrating"
+$PY manage.py migrate --noinput -v 0
+if [ "${DEBUG:-1}" = 0 ]; then
+    $PY manage.py collectstatic --noinput -v 0
+fi
+
+credentials=""
+if [ "${DEMO_DATA:-1}" != 0 ]; then
+    if $PY manage.py help load_demo_data >/dev/null 2>&1; then
+        say "demo data"
+        # stdout is the credentials (shown again at the end); the progress bar
+        # goes to stderr.
+        credentials="$($PY manage.py load_demo_data --transfers "${DEMO_TRANSFERS:-300}")"
+    else
+        say "no demo data yet (the load_demo_data command is not installed)"
+    fi
+fi
+
+# --- processes; stop them all on Ctrl-C, on TERM, or when one of them dies
+pids=()
+stop_all() {
+    trap - INT TERM EXIT
+    if [ ${#pids[@]} -gt 0 ]; then
+        say "stopping"
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "${pids[@]}" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+        wait 2>/dev/null || true
+        say "stopped"
+    fi
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap stop_all EXIT
+
+# The request log line comes from the app (with request ids), so gunicorn's
+# own access log is off.
+$PY -m gunicorn banksite.wsgi \
+    --bind "$HOST:$PORT" \
+    --workers "${WEB_CONCURRENCY:-2}" \
+    --graceful-timeout 10 \
+    --no-control-socket \
+    --error-logfile - &
+pids+=($!)
+if [ "$EMBEDDED" = 0 ]; then
+    $PY -m celery -A banksite worker --loglevel=INFO \
+        --concurrency="${CELERY_CONCURRENCY:-2}" --without-gossip --without-mingle &
+    pids+=($!)
+    $PY -m celery -A banksite beat --loglevel=INFO &
+    pids+=($!)
+else
+    # Eager tasks handle events at once; this retries stopped partitions.
+    $PY -m banksite.sweeper &
+    pids+=($!)
+fi
+
+base="http://$HOST:$PORT"
+for _ in $(seq 1 150); do
+    if $PY -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+        "$base/healthz" 2>/dev/null; then
+        break
+    fi
+    for pid in "${pids[@]}"; do
+        kill -0 "$pid" 2>/dev/null || { say "a process failed to start"; exit 1; }
+    done
+    sleep 0.2
+done
+
+cat <<EOF
+
+  The bank is up ($([ "$EMBEDDED" = 1 ] && echo "embedded: SQLite, tasks in-process" || echo "PostgreSQL + Redis, Celery worker and beat")).
+
+  Admin:     $base/admin/
+  API:       $base/api/
+  API docs:  $base/api/docs/
+  Health:    $base/healthz
+${credentials:+
+$credentials
+}
+  Ctrl-C stops everything.
+
+EOF
+
+# Returns when any process exits (or a signal runs the traps above).
+set +e
+wait -n "${pids[@]}"
+status=$?
+say "a process exited with status $status; stopping the others"
+exit 1
