@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "eventstore",
+    "transfers",
 ]
 
 MIDDLEWARE = [

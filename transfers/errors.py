@@ -1,0 +1,29 @@
+"""Refusals of transfers, in the bank's one hierarchy of errors."""
+
+from accounts.errors import BankError
+
+
+class SameAccount(BankError):
+    code = "same_account"
+    default_detail = "A transfer needs two different accounts."
+
+
+class TransferAccountUnknown(BankError):
+    """An account named in a transfer request does not exist (or is not yours).
+
+    Unlike looking an account up (404), naming one in a request is a business
+    refusal of the request: 422, with the code the accounts use.
+    """
+
+    code = "unknown_account"
+    default_detail = "No such account."
+
+
+class UnknownTransfer(BankError):
+    code = "unknown_transfer"
+    status = 404
+    default_detail = "No such transfer."
+
+
+class TransferStateError(Exception):
+    """A step was recorded out of order: a bug, never a business refusal."""

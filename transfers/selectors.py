@@ -1,0 +1,187 @@
+"""The read side of transfers: the transfer read model and the trial balance.
+
+A customer sees the transfers from or to their own accounts; staff who see
+every account (tellers, auditors, operations) see every transfer and the
+trial balance.
+"""
+
+import dataclasses
+import datetime
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import Q, QuerySet
+
+from accounts.models import AccountBalance
+from accounts.permissions import VIEW_ANY_ACCOUNT
+from eventstore.models import Checkpoint
+from eventstore.store import read_stream
+
+from .domain import Transfer
+from .errors import UnknownTransfer
+from .events import Credited, Refunded, TransferRequested
+from .models import Totals, TransferSummary
+from .projections import totals as totals_subscription
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferRecord:
+    """What the API shows of a transfer."""
+
+    id: uuid.UUID
+    from_account: uuid.UUID
+    to_account: uuid.UUID
+    amount: int
+    currency: str
+    reference: str
+    status: str
+    failure_reason: str
+    created_at: datetime.datetime | None
+    completed_at: datetime.datetime | None = None
+    refunded_at: datetime.datetime | None = None
+
+
+def may_see_every_transfer(user) -> bool:
+    return user.has_perm(VIEW_ANY_ACCOUNT)
+
+
+def transfers_visible_to(user) -> QuerySet[TransferSummary]:
+    """Return the transfers ``user`` may see: all for staff, else own accounts'."""
+    transfers = TransferSummary.objects.all()
+    if may_see_every_transfer(user):
+        return transfers
+    own = AccountBalance.objects.filter(owner_id=user.pk).values("id")
+    return transfers.filter(Q(from_account__in=own) | Q(to_account__in=own))
+
+
+def transfer_list(
+    *, user, status: str | None = None, account: uuid.UUID | None = None
+) -> QuerySet[TransferSummary]:
+    """Return the transfers ``user`` may see, newest first, optionally filtered."""
+    transfers = transfers_visible_to(user)
+    if status is not None:
+        if status not in TransferSummary.Status.values:
+            raise ValidationError(
+                {"status": [f"Use one of {', '.join(TransferSummary.Status.values)}."]}
+            )
+        transfers = transfers.filter(status=status)
+    if account is not None:
+        transfers = transfers.filter(Q(from_account=account) | Q(to_account=account))
+    return transfers
+
+
+def transfer_detail(*, user, transfer_id) -> TransferRecord:
+    """Return a transfer ``user`` may see; ``UnknownTransfer`` if none or not theirs.
+
+    A transfer requested a moment ago may not be projected yet: it is then
+    shown from its events.
+    """
+    try:
+        transfer_id = uuid.UUID(str(transfer_id))
+    except ValueError:
+        raise UnknownTransfer() from None
+    row = transfers_visible_to(user).filter(id=transfer_id).first()
+    if row is not None:
+        return record_from_summary(row)
+    if TransferSummary.objects.filter(id=transfer_id).exists():
+        raise UnknownTransfer()  # projected, and not theirs
+    record = record_from_events(transfer_id)
+    if record is None or not _may_see(user, record):
+        raise UnknownTransfer()
+    return record
+
+
+def _may_see(user, record: TransferRecord) -> bool:
+    if may_see_every_transfer(user):
+        return True
+    return AccountBalance.objects.filter(
+        owner_id=user.pk, id__in=[record.from_account, record.to_account]
+    ).exists()
+
+
+def record_from_summary(row: TransferSummary) -> TransferRecord:
+    return TransferRecord(
+        id=row.id,
+        from_account=row.from_account,
+        to_account=row.to_account,
+        amount=row.amount,
+        currency=row.currency,
+        reference=row.reference,
+        status=row.status,
+        failure_reason=row.failure_reason,
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+        refunded_at=row.refunded_at,
+    )
+
+
+def record_from_saved(transfer: Transfer) -> TransferRecord:
+    """Show a just-saved transfer (never a possibly stale read model)."""
+    return TransferRecord(
+        id=transfer.id,
+        from_account=transfer.from_account,
+        to_account=transfer.to_account,
+        amount=transfer.amount,
+        currency=transfer.currency,
+        reference=transfer.reference,
+        status=str(transfer.status),
+        failure_reason=transfer.failure_reason or "",
+        created_at=transfer.requested_at,
+    )
+
+
+def record_from_events(transfer_id: uuid.UUID) -> TransferRecord | None:
+    """Replay a transfer's stream into what the API shows; None if it has none."""
+    transfer = Transfer(transfer_id)
+    times: dict[type, datetime.datetime] = {}
+    for recorded in read_stream(Transfer.stream_id_for(transfer_id)):
+        transfer.apply(recorded.event)
+        times[type(recorded.event)] = recorded.recorded_at
+    if TransferRequested not in times:
+        return None
+    return dataclasses.replace(
+        record_from_saved(transfer),
+        created_at=times[TransferRequested],
+        completed_at=times.get(Credited),
+        refunded_at=times.get(Refunded),
+    )
+
+
+def totals_snapshot() -> dict:
+    """Return the trial balance per currency and the position it reflects.
+
+    One SQL statement reads the totals and the totals subscription's
+    checkpoints, so both come from one snapshot of the database: the figures
+    are exactly those of the events up to ``position`` (a sequence number
+    per partition), and ``balances + in_transit == deposited - withdrawn``
+    holds in every answer.
+    """
+    totals_table = Totals._meta.db_table
+    checkpoint_table = Checkpoint._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT currency, sum(balances), sum(in_transit), sum(deposited),"
+            f" sum(withdrawn) FROM {totals_table} GROUP BY currency"
+            " UNION ALL"
+            " SELECT NULL, partition, sequence, NULL, NULL"
+            f" FROM {checkpoint_table} WHERE subscription = %s",
+            [totals_subscription.name],
+        )
+        rows = cursor.fetchall()
+    currencies = {}
+    position = {}
+    for currency, first, second, deposited, withdrawn in rows:
+        if currency is None:
+            position[str(first)] = second
+        else:
+            currencies[currency] = {
+                "balances": int(first),
+                "in_transit": int(second),
+                "deposited": int(deposited),
+                "withdrawn": int(withdrawn),
+            }
+    return {
+        "position": dict(sorted(position.items(), key=lambda item: int(item[0]))),
+        "currencies": dict(sorted(currencies.items())),
+    }

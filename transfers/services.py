@@ -1,0 +1,180 @@
+"""The write side of transfers: the request, and each step of the process.
+
+``request_transfer`` is called by the API; the steps are called by the
+process manager (``process.py``) inside a subscription's transaction, so
+that the money event on the account, the outcome on the transfer and the
+checkpoint commit together or not at all. Each step is idempotent: it acts
+only on a transfer in the state it expects, and the accounts services move
+money at most once per (transfer, step) whatever happens.
+"""
+
+import uuid
+
+from django.db import transaction
+
+from accounts import services as accounts
+from accounts.domain import TransferStep
+from accounts.errors import (
+    AccountClosed,
+    AccountFrozen,
+    BalanceLimitExceeded,
+    CurrencyMismatch,
+    InsufficientFunds,
+    UnknownAccount,
+)
+from eventstore.aggregates import Repository, retry_on_conflict
+from eventstore.errors import AggregateNotFound
+
+from .domain import FailureReason, Status, Transfer
+from .errors import TransferAccountUnknown, UnknownTransfer
+
+_transfers: Repository[Transfer] = Repository(Transfer)
+
+_DEBIT_REFUSALS = {
+    InsufficientFunds: FailureReason.INSUFFICIENT_FUNDS,
+    AccountFrozen: FailureReason.SOURCE_FROZEN,
+    AccountClosed: FailureReason.SOURCE_CLOSED,
+}
+_CREDIT_REFUSALS = {
+    AccountFrozen: FailureReason.TARGET_FROZEN,
+    AccountClosed: FailureReason.TARGET_CLOSED,
+    BalanceLimitExceeded: FailureReason.TARGET_BALANCE_LIMIT,
+}
+
+
+def _metadata(actor) -> dict:
+    actor_id = getattr(actor, "pk", None) if actor is not None else None
+    return {"actor_id": actor_id} if actor_id is not None else {"actor": "system"}
+
+
+def may_send_from_any_account(actor) -> bool:
+    return actor is not None and actor.has_perm("transfers.transfer_from_any_account")
+
+
+def request_transfer(
+    *,
+    actor,
+    from_account: uuid.UUID,
+    to_account: uuid.UUID,
+    amount: int,
+    reference: str = "",
+    transfer_id: uuid.UUID | None = None,
+) -> Transfer:
+    """Start a transfer; the process manager moves the money after commit.
+
+    Refuse a transfer between an account and itself, from an account that is
+    unknown or not the actor's (one answer for both), to an unknown account,
+    or between currencies.
+    """
+    if from_account == to_account:
+        Transfer.request(  # raises SameAccount, with the domain's wording
+            id=uuid.uuid4(),
+            from_account=from_account,
+            to_account=to_account,
+            amount=amount,
+            currency="",
+        )
+    try:
+        source = accounts.get_account(from_account)
+    except UnknownAccount:
+        raise TransferAccountUnknown("No such source account.") from None
+    if source.owner_id != getattr(actor, "pk", None) and not (
+        may_send_from_any_account(actor)
+    ):
+        raise TransferAccountUnknown("No such source account.")
+    try:
+        target = accounts.get_account(to_account)
+    except UnknownAccount:
+        raise TransferAccountUnknown("No such target account.") from None
+    if target.currency != source.currency:
+        raise CurrencyMismatch(
+            f"The source account holds {source.currency}, "
+            f"the target account {target.currency}."
+        )
+    transfer = Transfer.request(
+        id=transfer_id or uuid.uuid4(),
+        from_account=source.id,
+        to_account=target.id,
+        amount=amount,
+        currency=source.currency,
+        reference=reference,
+        requested_by=getattr(actor, "pk", None),
+    )
+    [requested] = _transfers.save(transfer, metadata=_metadata(actor))
+    transfer.requested_at = requested.recorded_at
+    return transfer
+
+
+def get_transfer(transfer_id: uuid.UUID) -> Transfer:
+    """Load a transfer from its events; raise ``UnknownTransfer`` if none."""
+    try:
+        return _transfers.load(transfer_id)
+    except AggregateNotFound:
+        raise UnknownTransfer() from None
+
+
+def transfer_debit(*, transfer_id: uuid.UUID) -> Transfer:
+    """Take a pending transfer's amount from its source, or fail the transfer."""
+
+    def once() -> Transfer:
+        transfer = _transfers.load(transfer_id)
+        if transfer.status != Status.PENDING:
+            return transfer  # already done: a redelivery
+        try:
+            accounts.withdraw(
+                account_id=transfer.from_account,
+                amount=transfer.amount,
+                actor=None,
+                reference=transfer.reference,
+                transfer=TransferStep(transfer.id, "debit"),
+            )
+        except tuple(_DEBIT_REFUSALS) as refusal:
+            transfer.record_refused(_DEBIT_REFUSALS[type(refusal)])
+        else:
+            transfer.record_debited()
+        _transfers.save(transfer)
+        return transfer
+
+    return _in_transaction(once)
+
+
+def transfer_credit(*, transfer_id: uuid.UUID) -> Transfer:
+    """Give a debited transfer's amount to its target, or refund the source."""
+
+    def once() -> Transfer:
+        transfer = _transfers.load(transfer_id)
+        if transfer.status != Status.DEBITED:
+            return transfer  # already done: a redelivery
+        try:
+            accounts.deposit(
+                account_id=transfer.to_account,
+                amount=transfer.amount,
+                actor=None,
+                reference=transfer.reference,
+                transfer=TransferStep(transfer.id, "credit"),
+            )
+        except tuple(_CREDIT_REFUSALS) as refusal:
+            # A refund is never refused: the money goes back to the source,
+            # even one frozen or closed since.
+            accounts.deposit(
+                account_id=transfer.from_account,
+                amount=transfer.amount,
+                actor=None,
+                reference=transfer.reference,
+                transfer=TransferStep(transfer.id, "refund"),
+            )
+            transfer.record_refunded(_CREDIT_REFUSALS[type(refusal)])
+        else:
+            transfer.record_credited()
+        _transfers.save(transfer)
+        return transfer
+
+    return _in_transaction(once)
+
+
+def _in_transaction(step) -> Transfer:
+    def attempt() -> Transfer:
+        with transaction.atomic():
+            return step()
+
+    return retry_on_conflict(attempt)

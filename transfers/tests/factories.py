@@ -1,0 +1,37 @@
+"""Test data built through the services, as a user would create it."""
+
+import itertools
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from accounts import services as accounts
+from eventstore.subscriptions import catch_up, get_subscription
+
+_names = itertools.count()
+
+
+def make_user(*groups: str, username: str | None = None):
+    user = get_user_model().objects.create_user(
+        username=username or f"user{next(_names)}", password="pw-unused-123"
+    )
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return user
+
+
+def open_account(owner, *, currency: str = "EUR", balance: int = 0):
+    account = accounts.open_account(owner=owner, currency=currency, actor=owner)
+    if balance:
+        accounts.deposit(account_id=account.id, amount=balance, actor=None)
+    return account
+
+
+def run_process() -> None:
+    """Run the process manager in this process until it has nothing left to do.
+
+    A step's outcome (Debited) is a new event for the next round, which a
+    worker would get from the nudge after commit.
+    """
+    while catch_up([get_subscription("transfers.process")]):
+        pass

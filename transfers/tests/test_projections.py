@@ -1,0 +1,155 @@
+"""The transfer read model and the trial balance, kept from the events."""
+
+import pytest
+
+from accounts import services as accounts
+from eventstore.subscriptions import catch_up, get_subscription, rebuild
+from transfers import selectors, services
+from transfers.models import Totals, TransferSummary
+
+from .factories import make_user, open_account, run_process
+
+pytestmark = pytest.mark.django_db
+
+
+def project() -> None:
+    catch_up(
+        [get_subscription("transfers.summary"), get_subscription("transfers.totals")]
+    )
+
+
+def totals(currency: str = "EUR") -> dict:
+    return selectors.totals_snapshot()["currencies"].get(currency)
+
+
+def assert_balanced(snapshot: dict) -> None:
+    for figures in snapshot["currencies"].values():
+        assert (
+            figures["balances"] + figures["in_transit"]
+            == figures["deposited"] - figures["withdrawn"]
+        ), figures
+
+
+@pytest.fixture
+def accounts_pair():
+    alice, bob = make_user(), make_user()
+    return alice, open_account(alice, balance=1000), open_account(bob)
+
+
+def test_the_summary_follows_a_transfer_to_completion(accounts_pair):
+    alice, source, target = accounts_pair
+    transfer = services.request_transfer(
+        actor=alice,
+        from_account=source.id,
+        to_account=target.id,
+        amount=300,
+        reference="rent",
+    )
+    project()
+    row = TransferSummary.objects.get(id=transfer.id)
+    assert (row.status, row.amount, row.reference, row.requested_by) == (
+        "pending",
+        300,
+        "rent",
+        alice.pk,
+    )
+
+    run_process()
+    project()
+
+    row.refresh_from_db()
+    assert row.status == "completed"
+    assert row.created_at <= row.debited_at <= row.completed_at
+    assert row.refunded_at is None
+
+
+def test_the_summary_shows_a_refund_and_the_failure_reason(accounts_pair):
+    alice, source, target = accounts_pair
+    transfer = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=300
+    )
+    services.transfer_debit(transfer_id=transfer.id)
+    accounts.close(account_id=target.id, actor=None)
+
+    run_process()
+    project()
+
+    row = TransferSummary.objects.get(id=transfer.id)
+    assert (row.status, row.failure_reason) == ("failed", "target_closed")
+    assert row.refunded_at is not None
+
+
+def test_money_in_transit_is_counted_between_debit_and_credit(accounts_pair):
+    alice, source, target = accounts_pair
+    transfer = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=300
+    )
+    services.transfer_debit(transfer_id=transfer.id)
+    project()
+
+    assert totals() == {
+        "balances": 700,
+        "in_transit": 300,
+        "deposited": 1000,
+        "withdrawn": 0,
+    }
+
+    services.transfer_credit(transfer_id=transfer.id)
+    project()
+    assert totals()["balances"] == 1000
+    assert totals()["in_transit"] == 0
+
+
+def test_the_trial_balance_holds_through_every_kind_of_movement(accounts_pair):
+    alice, source, target = accounts_pair
+    usd = open_account(alice, currency="USD", balance=50)
+    accounts.withdraw(account_id=source.id, amount=100, actor=None)
+    accounts.withdraw(account_id=usd.id, amount=20, actor=None)
+    transfers = [
+        services.request_transfer(
+            actor=alice, from_account=source.id, to_account=target.id, amount=amount
+        )
+        for amount in (200, 300, 5000)
+    ]
+    services.transfer_debit(transfer_id=transfers[0].id)
+    accounts.freeze(account_id=target.id, actor=None)
+    project()
+    snapshot = selectors.totals_snapshot()
+    assert_balanced(snapshot)
+    assert snapshot["currencies"]["EUR"]["in_transit"] == 200
+
+    run_process()
+    project()
+
+    snapshot = selectors.totals_snapshot()
+    assert_balanced(snapshot)
+    assert snapshot["currencies"] == {
+        "EUR": {"balances": 900, "in_transit": 0, "deposited": 1000, "withdrawn": 100},
+        "USD": {"balances": 30, "in_transit": 0, "deposited": 50, "withdrawn": 20},
+    }
+    assert {int(p) for p in snapshot["position"]} >= set(
+        Totals.objects.values_list("partition", flat=True)
+    )
+
+
+def test_a_rebuild_gives_the_same_read_models(accounts_pair):
+    alice, source, target = accounts_pair
+    for amount in (100, 200, 5000):
+        services.request_transfer(
+            actor=alice, from_account=source.id, to_account=target.id, amount=amount
+        )
+    run_process()
+    project()
+    before = (
+        selectors.totals_snapshot()["currencies"],
+        sorted(TransferSummary.objects.values_list("id", "status", "failure_reason")),
+    )
+
+    rebuild("transfers.totals")
+    rebuild("transfers.summary")
+
+    after = (
+        selectors.totals_snapshot()["currencies"],
+        sorted(TransferSummary.objects.values_list("id", "status", "failure_reason")),
+    )
+    assert after == before
