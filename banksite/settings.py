@@ -42,6 +42,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "eventstore",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "accounts",
     "transfers",
 ]
 
@@ -185,6 +190,42 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("EVENTSTORE_SWEEP_SECONDS", "5")),
     },
 }
+
+# REST API (accounts.api and transfers.api). Token authentication comes first
+# so that a request without credentials answers 401. Every error is JSON
+# {"code", "detail", "fields"?} from one exception handler; bodies are JSON
+# only (415 otherwise) and at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes (413).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["accounts.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "accounts.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": os.environ.get("API_THROTTLE_RATE", "6000/min"),
+    },
+    "EXCEPTION_HANDLER": "accounts.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Bank back office API",
+    "DESCRIPTION": "Accounts and transfers. Money is an integer of minor units.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "AccountStatusEnum": "accounts.models.AccountBalance.Status",
+    },
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("API_MAX_BODY_BYTES", "262144"))
+# How long an Idempotency-Key's first answer is kept and replayed.
+IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_KEY_TTL_HOURS", "24"))
 
 # Event store: the number of partitions is fixed for the life of the event
 # table (changing it is an offline operation, see README).

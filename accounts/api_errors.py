@@ -1,0 +1,165 @@
+"""The API's one error format and the one exception handler that makes it.
+
+Every error answers JSON ``{"code": ..., "detail": ..., "fields"?: {...}}``:
+
+| status | codes |
+| --- | --- |
+| 400 | ``invalid`` (with ``fields``), ``parse_error``, ``invalid_amount`` |
+| 401 | ``not_authenticated``, ``authentication_failed`` |
+| 403 | ``permission_denied`` |
+| 404 | ``not_found``, ``unknown_account`` |
+| 405 | ``method_not_allowed`` |
+| 409 | ``conflict``, ``idempotency_key_reused``, ``account_number_taken`` |
+| 413 | ``request_too_large`` |
+| 415 | ``unsupported_media_type`` |
+| 422 | a business rule said no: ``insufficient_funds``, ``account_frozen``, ... |
+| 429 | ``throttled`` |
+| 503 | ``database_unavailable`` |
+
+``extend_schema(responses=error_responses(...))`` documents them per
+endpoint. The transfers API uses the same handler and helpers.
+"""
+
+import logging
+
+import psycopg.errors
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from eventstore.errors import ConcurrencyError
+
+from .errors import BankError
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="A stable machine-readable code.")
+    detail = serializers.CharField(help_text="A message for people.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Per-field messages (400 only).",
+    )
+
+
+STATUS_TEXT = {
+    400: "Malformed input (`invalid`, with per-field messages in `fields`).",
+    401: "No or bad credentials (`not_authenticated`, `authentication_failed`).",
+    403: "Not allowed for your role (`permission_denied`).",
+    404: "Unknown, or not yours (`not_found`, `unknown_account`).",
+    405: "Method not allowed (`method_not_allowed`).",
+    409: "A conflict: `conflict` (concurrent writers, retries did not resolve "
+    "it) or `idempotency_key_reused` (the same key with another body).",
+    413: "The body is too large (`request_too_large`).",
+    415: "The body is not JSON (`unsupported_media_type`).",
+    422: "A business rule said no.",
+    429: "Too many requests (`throttled`).",
+    503: "The database is unreachable (`database_unavailable`).",
+}
+
+# Every endpoint may answer these.
+COMMON_ERRORS = (401, 405, 429, 503)
+# And every POST these.
+WRITE_ERRORS = (400, 409, 413, 415)
+
+
+def error_responses(*statuses: int, codes: dict[int, str] | None = None) -> dict:
+    """Return OpenAPI responses for these error statuses and the common ones."""
+    codes = codes or {}
+    return {
+        status: OpenApiResponse(
+            ErrorSerializer,
+            description=" ".join(
+                filter(None, [STATUS_TEXT[status], codes.get(status)])
+            ),
+        )
+        for status in sorted({*statuses, *COMMON_ERRORS})
+    }
+
+
+def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
+    body = {"code": code, "detail": str(detail)}
+    if fields:
+        body["fields"] = fields
+    return body
+
+
+def _fields(detail) -> dict:
+    """Turn DRF's nested validation detail into ``{field: [messages]}``."""
+    if isinstance(detail, dict):
+        return {str(key): _messages(value) for key, value in detail.items()}
+    return {"non_field_errors": _messages(detail)}
+
+
+def _messages(value) -> list[str]:
+    if isinstance(value, dict):
+        return [f"{key}: {m}" for key, item in value.items() for m in _messages(item)]
+    if isinstance(value, list | tuple):
+        return [m for item in value for m in _messages(item)]
+    return [str(value)]
+
+
+def exception_handler(exc, context):
+    """Answer every error the API can meet as ``{"code", "detail", "fields"?}``."""
+    if isinstance(exc, BankError):
+        set_rollback()
+        return Response(error_body(exc.code, exc.detail), status=exc.status)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.APIException):
+        response = drf_exception_handler(exc, context)
+        if isinstance(exc, exceptions.ValidationError):
+            response.data = error_body(
+                "invalid", "The input is not valid.", _fields(exc.detail)
+            )
+        else:
+            response.data = error_body(
+                _code(exc), exc.detail if isinstance(exc.detail, str) else str(exc)
+            )
+        return response
+    if isinstance(exc, ConcurrencyError):
+        set_rollback()
+        return Response(
+            error_body("conflict", "The account changed concurrently; try again."),
+            status=409,
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        set_rollback()
+        if isinstance(
+            exc.__cause__,
+            psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure,
+        ):
+            return Response(
+                error_body("conflict", "A concurrent change won; try again."),
+                status=409,
+            )
+        logger.error("database unavailable: %s", exc)
+        return Response(
+            error_body(
+                "database_unavailable", "The database is unavailable; try again."
+            ),
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    return None
+
+
+def _code(exc: exceptions.APIException) -> str:
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else exc.default_code

@@ -1,0 +1,54 @@
+"""Who may do what: Django permissions, checked by the API and the admin alike.
+
+| who | permissions |
+| --- | --- |
+| customer (any user) | none: opens accounts for themself, sees their own |
+| ``teller`` group | ``view_any_account``, ``open_account_for_others``, ``move_cash`` |
+| ``auditor`` group | ``view_any_account`` only: reads everything, changes nothing |
+| ``operations`` group, superusers | ``view_any_account``, ``operate_account`` |
+
+The groups are created by migration ``0002_groups``. Another user's account
+answers 404 to a customer (``UnknownAccount``); an action the caller's role
+does not allow on something they can see answers 403 (``PermissionDenied``).
+"""
+
+from rest_framework.exceptions import PermissionDenied
+
+VIEW_ANY_ACCOUNT = "accounts.view_any_account"
+OPEN_ACCOUNT_FOR_OTHERS = "accounts.open_account_for_others"
+MOVE_CASH = "accounts.move_cash"
+OPERATE_ACCOUNT = "accounts.operate_account"
+
+GROUP_PERMISSIONS = {
+    "teller": ["view_any_account", "open_account_for_others", "move_cash"],
+    "auditor": ["view_any_account"],
+    "operations": ["view_any_account", "operate_account"],
+}
+
+
+def require_permission(user, permission: str, detail: str) -> None:
+    """Raise 403 unless ``user`` holds ``permission``."""
+    if not user.has_perm(permission):
+        raise PermissionDenied(detail)
+
+
+def is_read_only(user) -> bool:
+    """Tell whether ``user`` reads everything but may change nothing (auditor).
+
+    Seeing every account without any right to change one is the auditor's
+    role; such a user does not open accounts, not even for themself.
+    """
+    return user.has_perm(VIEW_ANY_ACCOUNT) and not any(
+        user.has_perm(permission)
+        for permission in (OPEN_ACCOUNT_FOR_OTHERS, MOVE_CASH, OPERATE_ACCOUNT)
+    )
+
+
+def require_may_open_for(user, owner) -> None:
+    """Raise 403 unless ``user`` may open an account owned by ``owner``."""
+    if owner.pk != user.pk:
+        require_permission(
+            user, OPEN_ACCOUNT_FOR_OTHERS, "Only tellers open accounts for others."
+        )
+    elif is_read_only(user):
+        raise PermissionDenied("Auditors change nothing.")

@@ -1,0 +1,161 @@
+"""The write side: one function per command.
+
+Each loads the Account from its events, acts, and saves at the version it
+loaded, rerunning the whole command when another writer got there first
+(``retry_on_conflict``). Each runs inside the caller's transaction when there
+is one (a subscription handler calls these inside its own), in a savepoint
+of its own, and is never ``durable``. Refusals raise ``accounts.errors``.
+
+``actor`` is a Django user, or ``None`` for the system; its id is recorded in
+the events' metadata (ids only: no personal data in events).
+"""
+
+import uuid
+
+from django.db import transaction
+
+from eventstore.aggregates import Repository, retry_on_conflict
+from eventstore.errors import AggregateNotFound, ConcurrencyError
+from eventstore.store import append, event_exists
+
+from .domain import Account, TransferStep, generate_account_number
+from .errors import AccountNumberTaken, UnknownAccount
+from .events import AccountNumberClaimed
+
+# A generated number is random over 10**10 values; a clash is rare, and a few
+# fresh draws make a failure practically impossible.
+NUMBER_ATTEMPTS = 5
+
+_accounts: Repository[Account] = Repository(Account)
+
+
+def _metadata(actor) -> dict:
+    actor_id = getattr(actor, "pk", None) if actor is not None else None
+    return {"actor_id": actor_id} if actor_id is not None else {"actor": "system"}
+
+
+def _as_uuid(account_id) -> uuid.UUID:
+    if isinstance(account_id, uuid.UUID):
+        return account_id
+    try:
+        return uuid.UUID(str(account_id))
+    except ValueError:
+        raise UnknownAccount(account=account_id) from None
+
+
+def get_account(account_id) -> Account:
+    """Load an account from its events; raise ``UnknownAccount`` if none."""
+    try:
+        return _accounts.load(_as_uuid(account_id))
+    except AggregateNotFound:
+        raise UnknownAccount(account=account_id) from None
+
+
+def open_account(*, owner, currency: str, number: str | None = None, actor) -> Account:
+    """Open an account for ``owner`` (a user) with a given or generated number."""
+    for _ in range(NUMBER_ATTEMPTS if number is None else 1):
+        try:
+            return _open_once(owner, currency, number, actor)
+        except AccountNumberTaken:
+            if number is not None:
+                raise
+    raise AccountNumberTaken("Could not find a free account number; try again.")
+
+
+def _open_once(owner, currency, number, actor) -> Account:
+    account = Account.open(
+        id=uuid.uuid4(),
+        number=number or generate_account_number(),
+        currency=currency,
+        owner_id=owner.pk,
+    )
+    with transaction.atomic():
+        try:
+            # Version 0 expected: the number's stream exists once at most.
+            append(
+                f"account-number-{account.number}",
+                [AccountNumberClaimed(account_id=account.id)],
+                0,
+                metadata=_metadata(actor),
+            )
+        except ConcurrencyError:
+            raise AccountNumberTaken(number=account.number) from None
+        _accounts.save(account, metadata=_metadata(actor))
+    return account
+
+
+def deposit(
+    *,
+    account_id: uuid.UUID,
+    amount: int,
+    actor,
+    reference: str = "",
+    transfer: TransferStep | None = None,
+) -> Account:
+    """Put money into an account, at most once per transfer step."""
+    return _move_money(
+        account_id,
+        actor,
+        transfer,
+        lambda account: account.deposit(amount, reference=reference, transfer=transfer),
+    )
+
+
+def withdraw(
+    *,
+    account_id: uuid.UUID,
+    amount: int,
+    actor,
+    reference: str = "",
+    transfer: TransferStep | None = None,
+) -> Account:
+    """Take money out of an account, at most once per transfer step."""
+    return _move_money(
+        account_id,
+        actor,
+        transfer,
+        lambda account: account.withdraw(
+            amount, reference=reference, transfer=transfer
+        ),
+    )
+
+
+def freeze(*, account_id: uuid.UUID, actor) -> Account:
+    """Stop money moving in or out (a transfer's refund still comes in)."""
+    return _change(account_id, actor, Account.freeze)
+
+
+def unfreeze(*, account_id: uuid.UUID, actor) -> Account:
+    """Let money move again."""
+    return _change(account_id, actor, Account.unfreeze)
+
+
+def close(*, account_id: uuid.UUID, actor) -> Account:
+    """Close an empty account for good."""
+    return _change(account_id, actor, Account.close)
+
+
+def _move_money(account_id, actor, transfer: TransferStep | None, act) -> Account:
+    def once() -> Account:
+        with transaction.atomic():
+            # A repeat of a transfer step is found before any rule runs: the
+            # step's event id is derived, not kept in the aggregate.
+            if transfer is not None and event_exists(transfer.event_id()):
+                return get_account(account_id)
+            account = get_account(account_id)
+            act(account)
+            _accounts.save(account, metadata=_metadata(actor))
+            return account
+
+    return retry_on_conflict(once)
+
+
+def _change(account_id, actor, act) -> Account:
+    def once() -> Account:
+        with transaction.atomic():
+            account = get_account(account_id)
+            act(account)
+            _accounts.save(account, metadata=_metadata(actor))
+            return account
+
+    return retry_on_conflict(once)
