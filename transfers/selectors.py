@@ -13,6 +13,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Q, QuerySet
 
+from accounts import selectors as accounts_selectors
+from accounts.errors import UnknownAccount
 from accounts.models import AccountBalance
 from accounts.permissions import VIEW_ANY_ACCOUNT
 from eventstore.models import Checkpoint
@@ -93,11 +95,14 @@ def transfer_detail(*, user, transfer_id) -> TransferRecord:
 
 
 def _may_see(user, record: TransferRecord) -> bool:
-    if may_see_every_transfer(user):
+    """Tell whether ``user`` sees either account (projected or not yet)."""
+    for account_id in (record.from_account, record.to_account):
+        try:
+            accounts_selectors.require_visible(user=user, account_id=account_id)
+        except UnknownAccount:
+            continue
         return True
-    return AccountBalance.objects.filter(
-        owner_id=user.pk, id__in=[record.from_account, record.to_account]
-    ).exists()
+    return False
 
 
 def record_from_summary(row: TransferSummary) -> TransferRecord:

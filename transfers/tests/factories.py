@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from accounts import services as accounts
-from eventstore.subscriptions import catch_up, get_subscription
+from eventstore.subscriptions import all_subscriptions, catch_up, get_subscription
 
 _names = itertools.count()
 
@@ -35,3 +35,8 @@ def run_process() -> None:
     """
     while catch_up([get_subscription("transfers.process")]):
         pass
+
+
+def run_projections() -> None:
+    """Bring every read model (the accounts' too) up to date in this process."""
+    catch_up([s for s in all_subscriptions() if s.name != "transfers.process"])

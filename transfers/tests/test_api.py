@@ -1,0 +1,234 @@
+"""The transfers API: status codes, answers and who may do what."""
+
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import services as accounts
+from transfers.models import TransferSummary
+
+from .factories import make_user, open_account, run_process, run_projections
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def alice():
+    return make_user()
+
+
+@pytest.fixture
+def bob():
+    return make_user()
+
+
+@pytest.fixture
+def pair(alice, bob):
+    return open_account(alice, balance=1000), open_account(bob)
+
+
+def post_transfer(user, source, target, amount=300, **extra):
+    body = {
+        "from_account": str(source.id),
+        "to_account": str(target.id),
+        "amount": amount,
+        **extra,
+    }
+    return client_for(user).post("/api/transfers/", body, format="json")
+
+
+def test_a_request_answers_202_with_the_pending_transfer_and_its_location(alice, pair):
+    source, target = pair
+
+    response = post_transfer(alice, source, target, reference="rent")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "pending"
+    assert (body["amount"], body["currency"], body["reference"]) == (300, "EUR", "rent")
+    assert body["created_at"] is not None
+    assert response["Location"] == f"/api/transfers/{body['id']}/"
+
+
+def test_the_transfer_is_readable_at_once_and_after_it_completes(alice, pair):
+    source, target = pair
+    location = post_transfer(alice, source, target)["Location"]
+
+    assert client_for(alice).get(location).json()["status"] == "pending"
+
+    run_process()
+    run_projections()
+    body = client_for(alice).get(location).json()
+    assert body["status"] == "completed"
+    assert body["completed_at"] is not None
+    assert body["failure_reason"] == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda s, t: {"to_account": str(s.id)}, "same_account"),
+        (lambda s, t: {"to_account": str(uuid.uuid4())}, "unknown_account"),
+        (lambda s, t: {"from_account": str(uuid.uuid4())}, "unknown_account"),
+    ],
+)
+def test_refusals_at_request_time_answer_422(alice, pair, change, code):
+    source, target = pair
+
+    response = post_transfer(alice, source, target, **change(source, target))
+
+    assert response.status_code == 422
+    assert response.json()["code"] == code
+
+
+def test_a_transfer_between_currencies_answers_422(alice, bob):
+    source = open_account(alice, balance=100)
+    target = open_account(bob, currency="USD")
+
+    response = post_transfer(alice, source, target, amount=10)
+
+    assert (response.status_code, response.json()["code"]) == (
+        422,
+        "currency_mismatch",
+    )
+
+
+def test_someone_elses_source_answers_like_an_unknown_one(bob, pair):
+    source, target = pair
+    own = open_account(bob, balance=10)
+
+    foreign = post_transfer(bob, source, own)
+    unknown = post_transfer(bob, type(source)(uuid.uuid4()), own)
+
+    assert foreign.status_code == unknown.status_code == 422
+    assert foreign.json() == unknown.json()
+
+
+@pytest.mark.parametrize("amount", [0, -5, 1.5, "10", True, 10**13, None])
+def test_an_amount_that_is_not_a_positive_integer_answers_400(alice, pair, amount):
+    source, target = pair
+
+    response = post_transfer(alice, source, target, amount=amount)
+
+    assert response.status_code == 400
+    assert "amount" in response.json()["fields"]
+
+
+def test_a_long_reference_and_unknown_fields_answer_400(alice, pair):
+    source, target = pair
+    assert post_transfer(alice, source, target, reference="x" * 141).status_code == 400
+    assert post_transfer(alice, source, target, colour="red").status_code == 400
+
+
+def test_no_credentials_answer_401(pair):
+    source, target = pair
+    assert post_transfer(None, source, target).status_code == 401
+    assert client_for(None).get("/api/transfers/").status_code == 401
+    assert client_for(None).get("/api/totals/").status_code == 401
+
+
+def test_an_auditor_may_not_request_a_transfer(pair):
+    source, target = pair
+    assert post_transfer(make_user("auditor"), source, target).status_code == 403
+
+
+def test_a_teller_may_transfer_between_any_accounts(pair):
+    source, target = pair
+    assert post_transfer(make_user("teller"), source, target).status_code == 202
+
+
+def test_the_same_idempotency_key_and_body_gives_the_first_answer(alice, pair):
+    source, target = pair
+    client = client_for(alice)
+    body = {"from_account": str(source.id), "to_account": str(target.id), "amount": 5}
+    headers = {"HTTP_IDEMPOTENCY_KEY": "transfer-1"}
+
+    first = client.post("/api/transfers/", body, format="json", **headers)
+    again = client.post("/api/transfers/", body, format="json", **headers)
+    other = client.post(
+        "/api/transfers/", {**body, "amount": 6}, format="json", **headers
+    )
+
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json()
+    assert other.status_code == 409
+    run_projections()
+    assert TransferSummary.objects.count() == 1
+
+
+def test_a_customer_lists_only_transfers_of_their_accounts(alice, bob, pair):
+    source, target = pair
+    carol = make_user()
+    carols = open_account(carol, balance=100)
+    dave = open_account(make_user())
+    post_transfer(alice, source, target, amount=1)
+    post_transfer(carol, carols, dave, amount=2)
+    run_projections()
+
+    def amounts(user, query=""):
+        response = client_for(user).get(f"/api/transfers/{query}")
+        assert response.status_code == 200
+        return sorted(row["amount"] for row in response.json()["results"])
+
+    assert amounts(alice) == [1]
+    assert amounts(bob) == [1]
+    assert amounts(carol) == [2]
+    assert amounts(make_user("auditor")) == [1, 2]
+    assert amounts(make_user("auditor"), f"?account={dave.id}") == [2]
+
+
+def test_the_list_filters_by_status_and_refuses_bad_filters(alice, pair):
+    source, target = pair
+    post_transfer(alice, source, target, amount=100)
+    post_transfer(alice, source, target, amount=5000)
+    run_process()
+    run_projections()
+    client = client_for(alice)
+
+    failed = client.get("/api/transfers/?status=failed").json()["results"]
+    completed = client.get(f"/api/transfers/?status=completed&account={source.id}")
+
+    assert [(row["amount"], row["failure_reason"]) for row in failed] == [
+        (5000, "insufficient_funds")
+    ]
+    assert [row["amount"] for row in completed.json()["results"]] == [100]
+    assert client.get("/api/transfers/?status=lost").status_code == 400
+    assert client.get("/api/transfers/?account=nope").status_code == 400
+
+
+def test_another_customers_transfer_answers_404(alice, bob, pair):
+    source, target = pair
+    location = post_transfer(alice, source, target)["Location"]
+    stranger = make_user()
+
+    assert client_for(stranger).get(location).status_code == 404
+    run_projections()
+    assert client_for(stranger).get(location).status_code == 404
+    assert client_for(bob).get(location).status_code == 200
+    assert client_for(alice).get("/api/transfers/nope/").status_code == 404
+
+
+def test_the_totals_are_for_staff_and_balance(alice, pair):
+    source, target = pair
+    post_transfer(alice, source, target)
+    accounts.withdraw(account_id=source.id, amount=50, actor=None)
+    run_process()
+    run_projections()
+
+    assert client_for(alice).get("/api/totals/").status_code == 403
+    response = client_for(make_user("auditor")).get("/api/totals/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["currencies"] == {
+        "EUR": {"balances": 950, "in_transit": 0, "deposited": 1000, "withdrawn": 50}
+    }
+    assert body["position"]
