@@ -72,7 +72,7 @@ def _ping_database() -> dict:
 
 
 def _ping_broker() -> dict:
-    with celery_app.connection_for_write() as broker:
+    with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as broker:
         broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
     return {}
 

@@ -18,9 +18,10 @@ EVENTSTORE_PARTITIONS = 8
 INSTALLED_APPS = [*INSTALLED_APPS, "eventstore.tests.testapp"]  # noqa: F405
 
 # Each test process counts its own throttling (tests reset it), and static
-# files need no `collectstatic` manifest.
+# files need no `collectstatic` manifest (nor a warning about its directory).
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 STORAGES = {
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+WHITENOISE_AUTOREFRESH = True

@@ -1,0 +1,51 @@
+"""``/healthz``: database, broker and subscription lag, for load balancers."""
+
+import uuid
+
+import pytest
+
+from eventstore.store import append
+from eventstore.tests.testapp.events import Counted
+
+from .servers import closed_port
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_is_ok_with_database_and_broker_reachable(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] and body["broker"]["ok"]
+    assert body["subscriptions"]["stopped_partitions"] == 0
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_health_reports_subscription_lag(client):
+    # Appended in the test's transaction, which never commits: no worker is
+    # nudged, so the test app's subscription stays behind.
+    append(f"tally-{uuid.uuid4()}", [Counted(amount=1), Counted(amount=2)], 0)
+
+    body = client.get("/healthz").json()
+
+    assert body["subscriptions"]["lag"] >= 2
+    assert body["status"] == "ok"
+
+
+def test_health_is_unavailable_when_the_broker_is_unreachable(client, settings):
+    with closed_port() as port:
+        settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
+        response = client.get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["database"]["ok"] is True
+    assert body["broker"]["ok"] is False
+    assert "refused" in body["broker"]["error"].lower()
+
+
+def test_health_answers_get_only(client):
+    assert client.post("/healthz").status_code == 405

@@ -1,0 +1,118 @@
+"""Request and correlation ids: on responses, on log lines, across processes."""
+
+import json
+import logging
+import uuid
+
+import pytest
+from django.db import transaction
+
+from banksite.logs import ContextFilter, JsonFormatter
+from eventstore.store import append, metadata_context, read_stream
+from eventstore.tests.testapp.events import Counted
+from eventstore.tests.testapp.models import Tally
+
+
+@pytest.mark.django_db
+def test_a_request_gets_ids_and_answers_with_them(client):
+    response = client.get("/healthz", headers={"X-Correlation-ID": "corr-1"})
+
+    request_id = response["X-Request-ID"]
+    assert len(request_id) == 32
+    assert response["X-Correlation-ID"] == "corr-1"
+
+
+@pytest.mark.django_db
+def test_the_correlation_id_defaults_to_the_request_id(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "req-1"})
+
+    assert response["X-Request-ID"] == "req-1"
+    assert response["X-Correlation-ID"] == "req-1"
+
+
+@pytest.mark.django_db
+def test_an_unusable_id_header_is_replaced(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "x" * 129})
+
+    assert response["X-Request-ID"] != "x" * 129
+
+
+def _record(message="hello", **extra) -> logging.LogRecord:
+    record = logging.LogRecord("test", logging.INFO, __file__, 1, message, (), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_log_records_carry_the_ids_of_the_metadata_context():
+    record = _record()
+    with metadata_context(request_id="req-2", correlation_id="corr-2"):
+        ContextFilter().filter(record)
+
+    assert (record.request_id, record.correlation_id) == ("req-2", "corr-2")
+
+
+def test_log_records_outside_any_context_say_so():
+    record = _record()
+    ContextFilter().filter(record)
+
+    assert (record.request_id, record.correlation_id) == ("-", "-")
+
+
+def test_json_lines_hold_the_message_ids_and_extra_fields():
+    record = _record("paid %s", status=200)
+    record.args = ("once",)
+    with metadata_context(request_id="req-3", correlation_id="corr-3"):
+        ContextFilter().filter(record)
+
+    line = JsonFormatter().format(record)
+
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "paid once"
+    assert entry["level"] == "INFO"
+    assert entry["request_id"] == "req-3"
+    assert entry["correlation_id"] == "corr-3"
+    assert entry["status"] == 200
+
+
+def worker_log_entries(worker) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in worker.output().splitlines()
+        if line.startswith("{")
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_correlation_id_travels_to_the_worker_that_handles_the_events(
+    start_celery_worker, wait_for, monkeypatch
+):
+    # Given a worker that writes JSON log lines
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    worker = start_celery_worker()
+    stream = f"tally-{uuid.uuid4()}"
+    correlation_id = f"corr-{uuid.uuid4().hex}"
+
+    # When events are appended inside a request's context
+    with (
+        metadata_context(request_id="req-4", correlation_id=correlation_id),
+        transaction.atomic(),
+    ):
+        append(stream, [Counted(amount=3)], 0)
+    wait_for(lambda: Tally.objects.filter(stream_id=stream, events=1).exists())
+
+    # Then the events carry the ids, and so do the worker's lines for the task
+    # that the append nudged.
+    (recorded,) = read_stream(stream)
+    assert recorded.metadata["correlation_id"] == correlation_id
+    assert recorded.metadata["request_id"] == "req-4"
+    lines = wait_for(
+        lambda: [
+            entry
+            for entry in worker_log_entries(worker)
+            if entry["correlation_id"] == correlation_id
+        ],
+        message="a worker log line with the correlation id",
+    )
+    assert any("process_partition_task" in entry["message"] for entry in lines)
+    assert all(entry["request_id"] == "req-4" for entry in lines)

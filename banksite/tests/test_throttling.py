@@ -1,0 +1,54 @@
+"""Too many logins from one address answer 429; so do too many API calls."""
+
+import pytest
+from django.core.cache import cache
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_admin_logins_beyond_the_rate_answer_429(client, settings):
+    settings.LOGIN_THROTTLE_RATE = "3/min"
+    attempt = {"username": "nobody", "password": "wrong"}
+
+    answers = [client.post("/admin/login/", attempt).status_code for _ in range(4)]
+
+    assert answers == [200, 200, 200, 429]  # the form shown again, then refused
+
+
+def test_a_throttled_login_says_when_to_come_back(client, settings):
+    settings.LOGIN_THROTTLE_RATE = "1/min"
+    client.post("/admin/login/", {"username": "a", "password": "b"})
+
+    response = client.post("/admin/login/", {"username": "a", "password": "b"})
+
+    assert response.status_code == 429
+    assert response.json()["code"] == "throttled"
+    assert 0 < int(response["Retry-After"]) <= 60
+
+
+def test_logins_are_counted_per_client_address(client, settings):
+    settings.LOGIN_THROTTLE_RATE = "1/min"
+    client.post(
+        "/admin/login/", {"username": "a", "password": "b"}, REMOTE_ADDR="10.0.0.1"
+    )
+
+    response = client.post(
+        "/admin/login/", {"username": "a", "password": "b"}, REMOTE_ADDR="10.0.0.2"
+    )
+
+    assert response.status_code == 200
+
+
+def test_showing_the_login_form_is_not_throttled(client, settings):
+    settings.LOGIN_THROTTLE_RATE = "1/min"
+
+    answers = [client.get("/admin/login/").status_code for _ in range(3)]
+
+    assert answers == [200, 200, 200]
