@@ -10,7 +10,8 @@ import datetime
 
 from django.urls import reverse
 from django.utils import dateparse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -52,6 +53,7 @@ def _account_answer(account, status=200, headers=None) -> Response:
     )
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class MomentField(serializers.Field):
     """An ISO 8601 moment with a time zone; with ``dates``, also a plain date.
 
@@ -279,7 +281,7 @@ class AccountWithdrawApi(APIView):
         return _account_answer(account)
 
 
-class _OperationApi(APIView):
+class AccountOperationApi(APIView):
     """Freeze, unfreeze or close: operations rights, an empty body."""
 
     service = None
@@ -303,7 +305,7 @@ def _operation_schema(name: str, summary: str, refusals: str):
         operation_id=f"accounts_{name}",
         summary=summary,
         parameters=[ACCOUNT_ID, IDEMPOTENCY_KEY],
-        request=_OperationApi.InputSerializer,
+        request=AccountOperationApi.InputSerializer,
         responses={
             200: AccountOutputSerializer,
             **error_responses(
@@ -321,7 +323,7 @@ def _operation_schema(name: str, summary: str, refusals: str):
     )
 
 
-class AccountFreezeApi(_OperationApi):
+class AccountFreezeApi(AccountOperationApi):
     service = staticmethod(services.freeze)
 
     @_operation_schema("freeze", "Freeze an account (operations)", "`account_closed`.")
@@ -329,7 +331,7 @@ class AccountFreezeApi(_OperationApi):
         return super().post(request, account_id)
 
 
-class AccountUnfreezeApi(_OperationApi):
+class AccountUnfreezeApi(AccountOperationApi):
     service = staticmethod(services.unfreeze)
 
     @_operation_schema(
@@ -339,7 +341,7 @@ class AccountUnfreezeApi(_OperationApi):
         return super().post(request, account_id)
 
 
-class AccountCloseApi(_OperationApi):
+class AccountCloseApi(AccountOperationApi):
     service = staticmethod(services.close)
 
     @_operation_schema(

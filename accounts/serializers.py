@@ -35,23 +35,25 @@ class StrictCharField(serializers.CharField):
 
 
 def amount_field(**kwargs) -> StrictIntegerField:
-    return StrictIntegerField(
-        min_value=1,
-        max_value=MAX_AMOUNT,
-        help_text=f"Minor units (cents): an integer from 1 to {MAX_AMOUNT}.",
+    options = {
+        "min_value": 1,
+        "max_value": MAX_AMOUNT,
+        "help_text": f"Minor units (cents): an integer from 1 to {MAX_AMOUNT}.",
         **kwargs,
-    )
+    }
+    return StrictIntegerField(**options)
 
 
 def reference_field(**kwargs) -> StrictCharField:
-    return StrictCharField(
-        max_length=MAX_REFERENCE_LENGTH,
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text=f"Free text of at most {MAX_REFERENCE_LENGTH} characters.",
+    options = {
+        "max_length": MAX_REFERENCE_LENGTH,
+        "required": False,
+        "allow_blank": True,
+        "default": "",
+        "help_text": f"Free text of at most {MAX_REFERENCE_LENGTH} characters.",
         **kwargs,
-    )
+    }
+    return StrictCharField(**options)
 
 
 def parse(serializer_class: type[serializers.Serializer], data) -> dict:

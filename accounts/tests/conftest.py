@@ -1,15 +1,29 @@
 """Fixtures of the accounts tests: users in each role, built as users are."""
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 
 from accounts import services
+from accounts.permissions import GROUP_PERMISSIONS
+
+
+def group(name: str) -> Group:
+    """Return a role's group (a transactional test's flush empties the table)."""
+    found, created = Group.objects.get_or_create(name=name)
+    if created:
+        found.permissions.set(
+            Permission.objects.filter(
+                content_type__app_label="accounts",
+                codename__in=GROUP_PERMISSIONS[name],
+            )
+        )
+    return found
 
 
 def make_user(username: str, *groups: str, **extra) -> User:
     user = User.objects.create_user(username=username, password="pw", **extra)
     for name in groups:
-        user.groups.add(Group.objects.get(name=name))
+        user.groups.add(group(name))
     return user
 
 
