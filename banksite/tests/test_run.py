@@ -1,6 +1,7 @@
 """``./run.sh`` with neither PostgreSQL nor Redis reachable: the embedded mode."""
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -10,6 +11,7 @@ from .servers import (
     clean_environment,
     closed_port,
     free_port,
+    request,
     start,
     stop,
     wait_for_http,
@@ -17,6 +19,7 @@ from .servers import (
 
 
 def test_run_sh_falls_back_to_sqlite_serves_and_stops_cleanly(tmp_path):
+    """Bring it up with closed ports, use the API as the teller, press Ctrl-C."""
     port = free_port()
     log = tmp_path / "run.log"
     with closed_port() as database_port, closed_port() as broker_port:
@@ -36,6 +39,7 @@ def test_run_sh_falls_back_to_sqlite_serves_and_stops_cleanly(tmp_path):
             assert health["database"]["vendor"] == "sqlite"
             assert "eager" in health["broker"]["mode"]
             banner = wait_for_output(log, "Ctrl-C stops everything", process)
+            deposited = deposit_as_the_teller(f"http://127.0.0.1:{port}", banner)
         finally:
             # Ctrl-C: SIGINT to the whole foreground process group.
             returncode = stop(process, signal.SIGINT)
@@ -49,6 +53,29 @@ def test_run_sh_falls_back_to_sqlite_serves_and_stops_cleanly(tmp_path):
     assert output.rstrip().endswith("==> stopped"), output[-2000:]
     assert returncode == 130
     assert not processes_in_group(process.pid)
+    assert deposited["balance"] == 1234
+
+
+def deposit_as_the_teller(base: str, banner: str) -> dict:
+    """Open an account for a demo customer and deposit into it, as the teller."""
+    token = re.search(r"teller .* token (\w+)", banner).group(1)
+    headers = {"Authorization": f"Token {token}"}
+    status, _, body = request(
+        f"{base}/api/accounts/",
+        method="POST",
+        data={"currency": "EUR", "owner": "alice"},
+        headers=headers,
+    )
+    assert status == 201, body
+    account = json.loads(body)
+    status, _, body = request(
+        f"{base}/api/accounts/{account['id']}/deposit/",
+        method="POST",
+        data={"amount": 1234},
+        headers=headers,
+    )
+    assert status == 200, body
+    return json.loads(body)
 
 
 def wait_for_output(log, text: str, process, timeout=30) -> str:
