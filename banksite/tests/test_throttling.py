@@ -1,7 +1,9 @@
 """Too many logins from one address answer 429; so do too many API calls."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from rest_framework.throttling import UserRateThrottle
 
 pytestmark = pytest.mark.django_db
 
@@ -52,3 +54,28 @@ def test_showing_the_login_form_is_not_throttled(client, settings):
     answers = [client.get("/admin/login/").status_code for _ in range(3)]
 
     assert answers == [200, 200, 200]
+
+
+@pytest.mark.urls("banksite.tests.token_urls")
+def test_token_logins_beyond_the_rate_answer_429(client, settings):
+    settings.LOGIN_THROTTLE_RATE = "2/min"
+    attempt = {"username": "nobody", "password": "wrong"}
+
+    answers = [
+        client.post("/api/auth/token/", attempt, content_type="application/json")
+        for _ in range(3)
+    ]
+
+    assert [answer.status_code for answer in answers] == [400, 400, 429]
+    assert answers[-1].json()["code"] == "throttled"
+
+
+def test_api_calls_beyond_the_user_rate_answer_429(client, monkeypatch):
+    monkeypatch.setattr(UserRateThrottle, "rate", "2/min", raising=False)
+    client.force_login(get_user_model().objects.create_user("busy"))
+
+    answers = [client.get("/api/accounts/") for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[-1].json()["code"] == "throttled"
+    assert int(answers[-1]["Retry-After"]) > 0

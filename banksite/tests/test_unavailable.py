@@ -69,3 +69,15 @@ def test_an_admin_login_answers_503_json(site_without_database):
     assert answer.value.code == 503
     assert answer.value.headers["Retry-After"]
     assert json.loads(answer.value.read())["code"] == "database_unavailable"
+
+
+def test_the_api_answers_503_json(site_without_database):
+    status, headers, body = request(
+        f"{site_without_database}/api/accounts/",
+        headers={"Authorization": "Token 0123456789abcdef0123456789abcdef01234567"},
+    )
+
+    assert status == 503
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Retry-After"]
+    assert json.loads(body)["code"] == "database_unavailable"
