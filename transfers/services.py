@@ -10,7 +10,7 @@ money at most once per (transfer, step) whatever happens.
 
 import uuid
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts import services as accounts
 from accounts.domain import TransferStep
@@ -173,8 +173,13 @@ def transfer_credit(*, transfer_id: uuid.UUID) -> Transfer:
 
 
 def _in_transaction(step) -> Transfer:
-    def attempt() -> Transfer:
-        with transaction.atomic():
-            return step()
+    """Run a step in the caller's transaction, or in one of its own.
 
-    return retry_on_conflict(attempt)
+    No savepoint around it: a refusal raises before the accounts service
+    writes anything, and a version conflict leaves the transaction usable,
+    so there is nothing to undo; the subscription batch saves the round trips.
+    """
+    if connection.in_atomic_block:
+        return retry_on_conflict(step)
+    with transaction.atomic():
+        return retry_on_conflict(step)
