@@ -33,17 +33,32 @@ else
     say() { printf '==> %s\n' "$*"; }
 fi
 
-# --- virtual environment: install only when requirements.txt changed
+# --- virtual environment: install only what is missing or at another version
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     python3 -m venv .venv
 fi
-stamp=.venv/.requirements.sha256
-wanted="$(sha256sum requirements.txt | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+requirements_met() {
+    # Every line of requirements.txt is pinned (name[extras]==version).
+    .venv/bin/python - requirements.txt <<'PY'
+import re, sys
+from importlib.metadata import PackageNotFoundError, version
+
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    pin = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?==(\S+)", line)
+    try:
+        if not pin or version(pin[1]) != pin[3]:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+if ! requirements_met; then
     say "installing requirements.txt into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
-    echo "$wanted" >"$stamp"
 fi
 PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
