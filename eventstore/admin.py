@@ -18,7 +18,8 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 
-from .models import Checkpoint, Event, SkippedEvent
+from . import operations
+from .models import Checkpoint, CheckRun, Event, SkippedEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -197,3 +198,51 @@ class SkippedEventAdmin(ReadOnlyAdmin):
             return "-"
         url = reverse("admin:eventstore_event_change", args=[event.pk])
         return format_html('<a href="{}">{}</a>', url, event)
+
+
+@admin.register(CheckRun)
+class CheckRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "started_at",
+        "kind",
+        "name",
+        "outcome",
+        "rows_checked",
+        "differences",
+        "duration",
+        "requested_by",
+        "alerted_at",
+    )
+    list_filter = ("kind", "outcome", "name", ("started_at", admin.DateFieldListFilter))
+    fields = (
+        "name",
+        "kind",
+        "outcome",
+        "started_at",
+        "duration",
+        "rows_checked",
+        "differences",
+        "summary",
+        "details_json",
+        "requested_by",
+        "alerted_at",
+        "alert_error",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("details"))
+    def details_json(self, run: CheckRun) -> str:
+        return pretty_json(run.details)
+
+
+def _add_operations_urls(site: admin.AdminSite) -> None:
+    """Serve the operations page under the default site (``admin:operations``)."""
+    get_urls = site.get_urls
+
+    def get_urls_with_operations():
+        return operations.urls(site) + get_urls()
+
+    site.get_urls = get_urls_with_operations
+
+
+_add_operations_urls(admin.site)

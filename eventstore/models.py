@@ -114,3 +114,64 @@ class SkippedEvent(models.Model):
 
     def __str__(self):
         return f"{self.subscription}[{self.partition}] skipped {self.sequence}"
+
+
+class CheckRun(models.Model):
+    """The result of one verification, repair or check (``eventstore.verification``).
+
+    A verification rebuilds a read model from the events into a shadow copy
+    and counts the rows that differ from the live one; a repair rebuilds the
+    live one; a check (such as the bank's trial balance) compares figures
+    kept independently. The operations page shows the latest of each.
+    """
+
+    class Kind(models.TextChoices):
+        VERIFY = "verify", "Verification"
+        REPAIR = "repair", "Repair"
+        CHECK = "check", "Check"
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        DRIFT = "drift", "Differences found"
+        ERROR = "error", "Could not run"
+
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind)
+    outcome = models.CharField(max_length=10, choices=Outcome)
+    started_at = models.DateTimeField()
+    duration = models.DurationField()
+    rows_checked = models.BigIntegerField(default=0)
+    differences = models.BigIntegerField(default=0)
+    summary = models.TextField(blank=True)
+    # Figures, the cut (sequence per partition) and sample differing rows.
+    details = models.JSONField(default=dict, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Set when the operations staff were mailed about a failed check.
+    alerted_at = models.DateTimeField(null=True, blank=True)
+    alert_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["name", "kind", "-started_at"]),
+        ]
+        permissions = [
+            (
+                "operate_subscriptions",
+                "Can retry or skip stopped partitions, verify, repair and "
+                "rebuild projections",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} of {self.name}: {self.outcome}"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == self.Outcome.OK

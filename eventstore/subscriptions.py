@@ -47,6 +47,8 @@ class Subscription:
     batch_size: int = 200
     # Empties the subscription's read model, for a rebuild from the start.
     reset: Callable[[], None] | None = None
+    # The models of the read model that ``reset`` empties, for verification.
+    read_models: tuple[type, ...] = ()
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
 
     def handles(self, *event_classes: type) -> Callable[[Handler], Handler]:

@@ -7,7 +7,8 @@ lost message would have woken.
 
 from celery import shared_task
 
-from . import subscriptions
+# verification: imported to register its tasks with the worker.
+from . import subscriptions, verification  # noqa: F401
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

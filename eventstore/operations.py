@@ -1,0 +1,286 @@
+"""The operations page of the admin: subscriptions, projections and checks.
+
+Staff who may read it (``eventstore.view_checkpoint``) see each
+subscription's partitions with position, lag and last error, the latest
+verification, repair and check results, and a chart of events per minute.
+Operations staff (``eventstore.operate_subscriptions``; superusers) also
+retry or skip a stopped partition, verify or repair a read model, and run a
+check now. Every such action is written to Django's admin log.
+
+The event store knows nothing of the bank: the apps add their own panels
+(the trial balance, transfer outcomes) with ``register_panel``.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from itertools import groupby
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.views.decorators.http import require_POST
+
+from . import charts, subscriptions, verification
+from .models import Checkpoint, CheckRun
+
+VIEW_PERMISSION = "eventstore.view_checkpoint"
+
+
+def may_view(user) -> bool:
+    return (
+        user.is_active
+        and user.is_staff
+        and (user.has_perm(VIEW_PERMISSION) or may_operate(user))
+    )
+
+
+def may_operate(user) -> bool:
+    return user.is_active and user.has_perm(verification.OPERATE_PERMISSION)
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    title: str
+    template: str
+    context: Callable[[HttpRequest], dict]
+    order: int = 100
+
+
+_panels: dict[str, Panel] = {}
+
+
+def register_panel(
+    title: str,
+    template: str,
+    context: Callable[[HttpRequest], dict],
+    *,
+    order: int = 100,
+) -> None:
+    """Show a panel on the operations page (an app's figures, charts ...)."""
+    _panels[title] = Panel(title, template, context, order)
+
+
+class SkipForm(forms.Form):
+    subscription = forms.CharField()
+    partition = forms.IntegerField(min_value=0)
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 40}),
+        help_text="Why this event may be passed over; recorded with your name.",
+    )
+
+    def clean_reason(self):
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return reason
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriptionRow:
+    name: str
+    partitions: list[subscriptions.PartitionStatus]
+    verifiable: bool
+    rebuildable: bool
+    verification: CheckRun | None
+    repair: CheckRun | None
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    @property
+    def stopped(self) -> list[subscriptions.PartitionStatus]:
+        return [p for p in self.partitions if p.failed_sequence is not None]
+
+
+def index(request):
+    if not may_view(request.user):
+        raise PermissionDenied
+    latest = verification.latest_runs()
+    verifiable = {sub.name for sub in verification.verifiable()}
+    rebuildable = {sub.name for sub in verification.rebuildable()}
+    statuses = sorted(
+        subscriptions.subscription_status(),
+        key=lambda s: (s.subscription, s.partition),
+    )
+    rows = [
+        SubscriptionRow(
+            name=name,
+            partitions=list(parts),
+            verifiable=name in verifiable,
+            rebuildable=name in rebuildable,
+            verification=latest.get((name, CheckRun.Kind.VERIFY)),
+            repair=latest.get((name, CheckRun.Kind.REPAIR)),
+        )
+        for name, parts in groupby(statuses, key=lambda s: s.subscription)
+    ]
+    panels = [
+        {"title": panel.title, "template": panel.template, **panel.context(request)}
+        for panel in sorted(_panels.values(), key=lambda p: (p.order, p.title))
+    ]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Operations",
+        "subtitle": None,
+        "subscriptions": rows,
+        "checks": [
+            (name, latest.get((name, CheckRun.Kind.CHECK)))
+            for name in verification.checks()
+        ],
+        "panels": panels,
+        "events_chart": charts.events_per_minute(),
+        "may_operate": may_operate(request.user),
+        "skip_form": SkipForm(),
+        "recent_runs": CheckRun.objects.select_related("requested_by")[:10],
+    }
+    return TemplateResponse(request, "eventstore/operations.html", context)
+
+
+def _operator_only(request) -> None:
+    if not may_operate(request.user):
+        raise PermissionDenied
+
+
+def _back(request) -> HttpResponseRedirect:
+    return HttpResponseRedirect(reverse("admin:operations"))
+
+
+def _log(request, obj, flag: int, message: str) -> None:
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk,
+        queryset=[obj],
+        action_flag=flag,
+        change_message=message,
+        single_object=True,
+    )
+
+
+def _checkpoint(request) -> Checkpoint | None:
+    try:
+        partition = int(request.POST.get("partition", ""))
+    except ValueError:
+        return None
+    return Checkpoint.objects.filter(
+        subscription=request.POST.get("subscription", ""), partition=partition
+    ).first()
+
+
+@require_POST
+def retry(request):
+    _operator_only(request)
+    checkpoint = _checkpoint(request)
+    if checkpoint is None or not checkpoint.is_stopped:
+        messages.error(request, "That partition is not stopped.")
+        return _back(request)
+    subscriptions.retry_partition(checkpoint.subscription, checkpoint.partition)
+    _log(
+        request,
+        checkpoint,
+        CHANGE,
+        f"Retried {checkpoint} stopped at sequence {checkpoint.failed_sequence}.",
+    )
+    messages.success(
+        request,
+        f"{checkpoint.subscription}[{checkpoint.partition}] will retry its "
+        "failed event now.",
+    )
+    return _back(request)
+
+
+@require_POST
+def skip(request):
+    _operator_only(request)
+    form = SkipForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(
+            f"{field}: {' '.join(error)}" for field, error in form.errors.items()
+        )
+        messages.error(request, f"Not skipped. {errors}")
+        return _back(request)
+    data = form.cleaned_data
+    try:
+        skipped = subscriptions.skip_failed_event(
+            data["subscription"],
+            data["partition"],
+            reason=data["reason"],
+            actor=request.user,
+        )
+    except Checkpoint.DoesNotExist:
+        messages.error(request, "Not skipped: no such partition.")
+        return _back(request)
+    except (LookupError, ValueError) as error:
+        messages.error(request, f"Not skipped: {error}")
+        return _back(request)
+    _log(request, skipped, ADDITION, f"Skipped: {data['reason']}")
+    messages.success(
+        request,
+        f"{skipped.subscription}[{skipped.partition}] skipped sequence "
+        f"{skipped.sequence}.",
+    )
+    return _back(request)
+
+
+_JOBS = {
+    "verify": (verification.verify_projection_task, "verification"),
+    "repair": (verification.repair_projection_task, "repair"),
+    "check": (verification.run_check_task, "check"),
+}
+
+
+@require_POST
+def start_job(request, job: str):
+    """Queue a verification, repair or check; its result appears on the page."""
+    _operator_only(request)
+    task, label = _JOBS[job]
+    name = request.POST.get("name", "")
+    known = (
+        verification.checks()
+        if job == "check"
+        else [
+            sub.name
+            for sub in (
+                verification.verifiable()
+                if job == "verify"
+                else verification.rebuildable()
+            )
+        ]
+    )
+    if name not in known:
+        messages.error(request, f"There is no {label} named {name!r}.")
+        return _back(request)
+    task.delay_on_commit(name, request.user.pk)
+    # The run is recorded when it ends; the log says who asked for it.
+    LogEntry.objects.create(
+        user_id=request.user.pk,
+        content_type=ContentType.objects.get_for_model(CheckRun),
+        object_repr=f"{label} of {name}"[:200],
+        action_flag=ADDITION,
+        change_message=f"Started a {label} of {name}.",
+    )
+    messages.success(
+        request,
+        f"The {label} of {name} is queued; its result appears below when done.",
+    )
+    return _back(request)
+
+
+def urls(site: admin.AdminSite) -> list:
+    return [
+        path("operations/", site.admin_view(index), name="operations"),
+        path("operations/retry/", site.admin_view(retry), name="operations_retry"),
+        path("operations/skip/", site.admin_view(skip), name="operations_skip"),
+        *(
+            path(
+                f"operations/{job}/",
+                site.admin_view(start_job),
+                {"job": job},
+                name=f"operations_{job}",
+            )
+            for job in _JOBS
+        ),
+    ]

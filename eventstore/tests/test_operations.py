@@ -1,0 +1,200 @@
+"""The operations page: who sees it, and retry, skip and jobs through the client."""
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+
+from eventstore import subscriptions, verification
+from eventstore.models import Checkpoint, CheckRun, SkippedEvent
+from eventstore.store import append
+from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.testapp.events import Counted
+from eventstore.tests.testapp.projections import tallies
+
+OPERATIONS = reverse("admin:operations")
+
+
+def staff(username: str, *codenames: str) -> User:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.fixture
+def viewer(db):
+    return staff("viewer", "view_checkpoint")
+
+
+@pytest.fixture
+def operator(db):
+    return staff("operator", "view_checkpoint", "operate_subscriptions")
+
+
+@pytest.fixture
+def stopped(db):
+    """Partition 3 of the tallies stopped at a failing event."""
+    (stream,) = streams_in_partition(3, 1)
+    append(stream, [Counted(amount=1), Counted(amount=2, fail=True)], 0)
+    subscriptions.process_partition(3, [tallies])
+    checkpoint = Checkpoint.objects.get(subscription=tallies.name, partition=3)
+    assert checkpoint.is_stopped
+    return checkpoint
+
+
+def post(client, name: str, data: dict):
+    return client.post(reverse(f"admin:{name}"), data, follow=True)
+
+
+def page_messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+@pytest.mark.django_db
+class TestWhoSeesIt:
+    def test_anonymous_users_are_sent_to_the_login(self, client):
+        response = client.get(OPERATIONS)
+
+        assert response.status_code == 302
+        assert "/admin/login/" in response["Location"]
+
+    def test_staff_without_permission_are_refused(self, client):
+        client.force_login(staff("clerk"))
+
+        assert client.get(OPERATIONS).status_code == 403
+
+    def test_a_viewer_sees_partitions_and_the_chart_but_no_buttons(
+        self, client, viewer, stopped
+    ):
+        client.force_login(viewer)
+
+        page = client.get(OPERATIONS)
+        index = client.get(reverse("admin:index"))
+
+        assert page.status_code == 200
+        content = page.content.decode()
+        assert "Stopped at 2" in content
+        assert "DeliberateFailure" in content
+        assert "<svg" in content
+        assert "Retry now" not in content and "Skip event" not in content
+        assert OPERATIONS in index.content.decode()
+
+    def test_an_operator_sees_the_buttons(self, client, operator, stopped):
+        client.force_login(operator)
+
+        content = client.get(OPERATIONS).content.decode()
+
+        assert "Retry now" in content and "Skip event" in content
+
+
+@pytest.mark.django_db
+class TestActions:
+    def test_a_viewer_may_not_retry_skip_or_start_jobs(self, client, viewer, stopped):
+        client.force_login(viewer)
+        target = {"subscription": tallies.name, "partition": 3}
+
+        statuses = [
+            client.post(reverse("admin:operations_retry"), target).status_code,
+            client.post(
+                reverse("admin:operations_skip"), {**target, "reason": "x"}
+            ).status_code,
+            client.post(
+                reverse("admin:operations_verify"), {"name": tallies.name}
+            ).status_code,
+        ]
+
+        assert statuses == [403, 403, 403]
+        assert Checkpoint.objects.get(pk=stopped.pk).is_stopped
+        assert not SkippedEvent.objects.exists()
+
+    def test_retry_lets_the_partition_try_now_and_is_logged(
+        self, client, operator, stopped
+    ):
+        client.force_login(operator)
+
+        response = post(
+            client,
+            "operations_retry",
+            {"subscription": tallies.name, "partition": 3},
+        )
+
+        checkpoint = Checkpoint.objects.get(pk=stopped.pk)
+        assert checkpoint.retry_at <= stopped.retry_at
+        assert "will retry" in page_messages(response)[0]
+        entry = LogEntry.objects.get(user=operator)
+        assert entry.object_id == str(stopped.pk)
+        assert "Retried" in entry.change_message
+
+    def test_a_skip_needs_a_reason(self, client, operator, stopped):
+        client.force_login(operator)
+
+        response = post(
+            client,
+            "operations_skip",
+            {"subscription": tallies.name, "partition": 3, "reason": "   "},
+        )
+
+        assert "Not skipped" in page_messages(response)[0]
+        assert Checkpoint.objects.get(pk=stopped.pk).is_stopped
+
+    def test_a_skip_records_who_and_why_and_moves_on(self, client, operator, stopped):
+        client.force_login(operator)
+
+        response = post(
+            client,
+            "operations_skip",
+            {"subscription": tallies.name, "partition": 3, "reason": "bad test data"},
+        )
+
+        skipped = SkippedEvent.objects.get()
+        assert (skipped.sequence, skipped.reason, skipped.skipped_by) == (
+            stopped.failed_sequence,
+            "bad test data",
+            operator,
+        )
+        assert not Checkpoint.objects.get(pk=stopped.pk).is_stopped
+        assert "skipped sequence" in page_messages(response)[0]
+        assert LogEntry.objects.get(user=operator).change_message == (
+            "Skipped: bad test data"
+        )
+
+    def test_skipping_a_running_partition_is_refused(self, client, operator):
+        client.force_login(operator)
+        client.get(OPERATIONS)
+
+        response = post(
+            client,
+            "operations_skip",
+            {"subscription": tallies.name, "partition": 4, "reason": "why not"},
+        )
+
+        assert "not stopped" in page_messages(response)[0]
+
+    def test_a_job_is_queued_after_commit_and_logged(
+        self, client, operator, django_capture_on_commit_callbacks
+    ):
+        client.force_login(operator)
+
+        with django_capture_on_commit_callbacks() as queued:
+            response = post(client, "operations_repair", {"name": tallies.name})
+
+        assert len(queued) == 1
+        assert "queued" in page_messages(response)[0]
+        assert "repair of testapp.tallies" in str(LogEntry.objects.get())
+
+    def test_an_unknown_job_name_is_refused(self, client, operator):
+        client.force_login(operator)
+
+        response = post(client, "operations_check", {"name": "no.such"})
+
+        assert "no check named" in page_messages(response)[0]
+
+    def test_the_page_shows_the_latest_results(self, client, operator):
+        tallies.read_models = ()
+        verification.verify(tallies.name)  # cannot: no read models
+        client.force_login(operator)
+
+        content = client.get(OPERATIONS).content.decode()
+
+        assert CheckRun.objects.get().outcome == CheckRun.Outcome.ERROR
+        assert "Could not run" in content

@@ -1,0 +1,135 @@
+"""Verification, repair and checks, on the event store's test app."""
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+
+from eventstore import subscriptions, verification
+from eventstore.models import CheckRun
+from eventstore.store import append
+from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.testapp.events import Counted
+from eventstore.tests.testapp.models import Handled, Tally
+from eventstore.tests.testapp.projections import tallies
+
+
+@pytest.fixture
+def verifiable_tallies():
+    tallies.read_models = (Tally, Handled)
+    yield tallies
+    tallies.read_models = ()
+
+
+@pytest.fixture
+def counted(db, verifiable_tallies):
+    """Some hundred events over every partition, projected.
+
+    (The bank's read models are verified on a few thousand events in
+    ``tests/test_projection_jobs.py``.)
+    """
+    streams = [s for p in range(8) for s in streams_in_partition(p, 2)]
+    for n, stream in enumerate(streams):
+        append(stream, [Counted(amount=n + k) for k in range(1, 41)], 0)
+    subscriptions.catch_up([tallies])
+    return streams
+
+
+@pytest.mark.django_db
+class TestVerification:
+    def test_a_faithful_read_model_verifies_clean(self, counted):
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.OK, run.summary
+        assert run.details["events"] == 640
+        assert run.rows_checked == 640 + len(counted)
+        assert run.differences == 0
+
+    def test_a_corrupted_read_model_is_found_and_repaired(self, counted):
+        Tally.objects.filter(stream_id=counted[3]).update(total=-1)
+        Tally.objects.filter(stream_id=counted[7]).delete()
+
+        found = verification.verify(tallies.name)
+        repaired = verification.repair(tallies.name)
+        again = verification.verify(tallies.name)
+
+        assert found.outcome == CheckRun.Outcome.DRIFT
+        assert found.differences == 3  # one changed row (both ways), one missing
+        [tally_table] = [
+            t for t in found.details["tables"] if t["table"] == Tally._meta.db_table
+        ]
+        assert tally_table["live_only_sample"][0]["total"] == -1
+        assert repaired.outcome == CheckRun.Outcome.OK
+        assert again.outcome == CheckRun.Outcome.OK
+        assert Tally.objects.get(stream_id=counted[7]).events == 40
+
+    def test_verification_leaves_the_live_model_and_position_alone(self, counted):
+        Tally.objects.filter(stream_id=counted[0]).update(total=12345)
+        (stream,) = streams_in_partition(2, 1)
+        append(stream, [Counted(amount=1)], 0)  # not yet projected
+
+        verification.verify(tallies.name)
+
+        assert Tally.objects.get(stream_id=counted[0]).total == 12345
+        assert not Tally.objects.filter(stream_id=stream).exists()
+
+    def test_a_subscription_without_read_models_cannot_be_verified(self, db):
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.ERROR
+        assert "read models" in run.summary
+
+
+@pytest.mark.django_db
+class TestChecks:
+    @pytest.fixture
+    def check(self):
+        figures = {"differences": 0}
+
+        def compare():
+            return verification.CheckResult(
+                rows_checked=10,
+                differences=figures["differences"],
+                summary=f"{figures['differences']} differ",
+            )
+
+        verification.register_check("test.figures", compare)
+        yield figures
+        verification._checks.pop("test.figures")
+
+    def test_a_difference_is_recorded_and_mailed_to_operations(self, check, mailoutbox):
+        operator = User.objects.create_user("op", "op@example.com", "pw")
+        operator.user_permissions.add(
+            Permission.objects.get(codename="operate_subscriptions")
+        )
+        User.objects.create_user("clerk", "clerk@example.com", "pw")
+        check["differences"] = 2
+
+        run = verification.run_check("test.figures")
+
+        assert run.outcome == CheckRun.Outcome.DRIFT
+        assert run.alerted_at is not None
+        assert [m.to for m in mailoutbox] == [["op@example.com"]]
+        assert "test.figures" in mailoutbox[0].subject
+
+    def test_agreeing_figures_send_no_mail(self, check, mailoutbox):
+        run = verification.run_check("test.figures")
+
+        assert run.ok and run.alerted_at is None and not mailoutbox
+
+    def test_the_cut_holds_the_subscriptions_caught_up(self, counted):
+        (stream,) = streams_in_partition(5, 1)
+        append(stream, [Counted(amount=9)], 0)
+
+        with verification.caught_up_cut([tallies.name]) as cut:
+            assert Tally.objects.get(stream_id=stream).total == 9
+            assert cut[5] > 0
+
+
+@pytest.mark.django_db
+def test_rebuild_projections_command_rebuilds_and_reports(counted, capsys):
+    Tally.objects.all().delete()
+
+    call_command("rebuild_projections", tallies.name)
+
+    assert Tally.objects.count() == len(counted)
+    assert CheckRun.objects.get(kind=CheckRun.Kind.REPAIR).rows_checked == 640

@@ -1,0 +1,484 @@
+"""Keep read models honest: verify them against the events, repair them, check.
+
+Verification. A subscription that can be rebuilt (it has ``reset``) and names
+its ``read_models`` is verified at a cut: its checkpoints are locked, so the
+live read model stays exactly at the events up to them while the
+verification runs. The live rows are copied into temporary tables; inside a
+savepoint the read model is reset and every event up to the cut is replayed
+into it (the shadow copy); the two are compared in SQL (``EXCEPT ALL`` both
+ways, so memory stays flat however big the tables); and the savepoint is
+rolled back, so nobody ever sees the shadow. Columns that do not come from
+the events (an auto-increment key, ``auto_now`` times) are not compared.
+
+Repair rebuilds the live read model in one transaction
+(``subscriptions.rebuild``), so readers see the old rows until the new ones
+are complete.
+
+Checks are functions registered by the apps that know what to compare (the
+bank's trial balance is one). A check that finds a difference is recorded as
+an alert and mailed to the operations staff through Django's mail settings.
+
+Every run is recorded as a ``CheckRun``; the operations page shows the
+latest ones.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+from celery import shared_task
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.mail import send_mail
+from django.db import connection, models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import subscriptions
+from .errors import EventStoreError
+from .models import Checkpoint, CheckRun, PartitionHead, SkippedEvent
+from .store import read_partition
+
+logger = logging.getLogger(__name__)
+
+OPERATE_PERMISSION = "eventstore.operate_subscriptions"
+# Differing rows kept in a run's details, each way, per table.
+SAMPLE_ROWS = 5
+# Rounds of catching up before a check gives up on a cut (new events keep
+# arriving between the last round and the reading of the heads).
+CUT_ATTEMPTS = 20
+
+
+class CheckNotPossible(Exception):
+    """A check could not reach a state where its figures can be compared."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """What a check found: ``differences`` is 0 when the figures agree."""
+
+    rows_checked: int
+    differences: int
+    summary: str
+    details: dict = dataclasses.field(default_factory=dict)
+
+
+_checks: dict[str, Callable[[], CheckResult]] = {}
+
+
+def register_check(name: str, check: Callable[[], CheckResult]) -> None:
+    """Register a check under a name (at import time; once per name)."""
+    _checks[name] = check
+
+
+def checks() -> list[str]:
+    return sorted(_checks)
+
+
+def verifiable() -> list[subscriptions.Subscription]:
+    """Return the subscriptions that can be rebuilt and name their read models."""
+    return [
+        sub
+        for sub in subscriptions.all_subscriptions()
+        if sub.reset is not None and sub.read_models
+    ]
+
+
+def rebuildable() -> list[subscriptions.Subscription]:
+    return [sub for sub in subscriptions.all_subscriptions() if sub.reset]
+
+
+def latest_runs() -> dict[tuple[str, str], CheckRun]:
+    """Return the latest run of each (name, kind)."""
+    latest = (
+        CheckRun.objects.order_by("name", "kind", "-started_at", "-id")
+        .distinct("name", "kind")
+        .select_related("requested_by")
+        if connection.vendor == "postgresql"
+        else _latest_portable()
+    )
+    return {(run.name, run.kind): run for run in latest}
+
+
+def _latest_portable() -> list[CheckRun]:
+    seen: dict[tuple[str, str], CheckRun] = {}
+    for run in CheckRun.objects.order_by("-started_at", "-id")[:500]:
+        seen.setdefault((run.name, run.kind), run)
+    return list(seen.values())
+
+
+# Verification
+
+
+def verify(name: str, *, requested_by=None) -> CheckRun:
+    """Compare a subscription's live read model with one rebuilt from events."""
+    started, clock = timezone.now(), time.monotonic()
+    sub = subscriptions.get_subscription(name)
+    try:
+        if sub.reset is None or not sub.read_models:
+            raise CheckNotPossible(f"{name} has no reset or names no read models")
+        result = _verify(sub)
+    except (CheckNotPossible, EventStoreError) as error:
+        return _record(
+            name, CheckRun.Kind.VERIFY, started, clock, requested_by, error=error
+        )
+    return _record(name, CheckRun.Kind.VERIFY, started, clock, requested_by, result)
+
+
+def _verify(sub: subscriptions.Subscription) -> CheckResult:
+    tables = [_Table.of(model) for model in sub.read_models]
+    with transaction.atomic():
+        cut = _freeze(sub)
+        for table in tables:
+            table.copy_live()
+        savepoint = transaction.savepoint()
+        try:
+            replayed = _replay(sub, cut)
+            compared = [table.compare() for table in tables]
+        finally:
+            transaction.savepoint_rollback(savepoint)
+            for table in tables:
+                table.drop_copy()
+    differences = sum(c["live_only"] + c["shadow_only"] for c in compared)
+    rows = sum(max(c["live_rows"], c["shadow_rows"]) for c in compared)
+    summary = f"{rows} rows checked against {replayed} events: " + (
+        "no differences" if not differences else f"{differences} rows differ"
+    )
+    return CheckResult(
+        rows_checked=rows,
+        differences=differences,
+        summary=summary,
+        details={
+            "events": replayed,
+            "cut": {str(p): s for p, s in sorted(cut.items())},
+            "tables": compared,
+        },
+    )
+
+
+def _freeze(sub: subscriptions.Subscription) -> dict[int, int]:
+    """Lock the subscription's checkpoints; return the cut they hold."""
+    Checkpoint.objects.bulk_create(
+        [
+            Checkpoint(subscription=sub.name, partition=p)
+            for p in subscriptions.partitions()
+        ],
+        ignore_conflicts=True,
+    )
+    return dict(
+        Checkpoint.objects.select_for_update()
+        .filter(subscription=sub.name)
+        .order_by("partition")
+        .values_list("partition", "sequence")
+    )
+
+
+def _replay(sub: subscriptions.Subscription, cut: dict[int, int]) -> int:
+    """Reset the read model and handle every event up to the cut; return the count.
+
+    Events an operator skipped are skipped again, as the live model did.
+    """
+    sub.reset()
+    skipped = set(
+        SkippedEvent.objects.filter(subscription=sub.name).values_list(
+            "partition", "sequence"
+        )
+    )
+    handled = 0
+    for partition, last in sorted(cut.items()):
+        after = 0
+        while after < last:
+            events, _ = read_partition(
+                partition,
+                after_sequence=after,
+                limit=sub.batch_size,
+                event_types=sub.event_types,
+            )
+            events = [e for e in events if e.sequence <= last]
+            if not events:
+                break
+            for recorded in events:
+                if (partition, recorded.sequence) in skipped:
+                    continue
+                try:
+                    with subscriptions.handling_context(recorded):
+                        sub.handlers[recorded.event_type](recorded)
+                except Exception as error:
+                    raise CheckNotPossible(
+                        f"replaying {recorded.stream_id}@{recorded.version} "
+                        f"(partition {partition} sequence {recorded.sequence}) "
+                        f"failed: {error!r}"
+                    ) from error
+                handled += 1
+            after = events[-1].sequence
+    return handled
+
+
+@dataclasses.dataclass
+class _Table:
+    """One table of a read model, its compared columns and its live copy."""
+
+    name: str
+    columns: list[str]
+    copy: str = ""
+
+    @classmethod
+    def of(cls, model: type[models.Model]) -> "_Table":
+        columns = [
+            field.column
+            for field in model._meta.concrete_fields
+            if not isinstance(field, models.AutoField)
+            and not getattr(field, "auto_now", False)
+            and not getattr(field, "auto_now_add", False)
+        ]
+        return cls(name=model._meta.db_table, columns=columns)
+
+    @property
+    def select(self) -> str:
+        quote = connection.ops.quote_name
+        return ", ".join(quote(column) for column in self.columns)
+
+    def copy_live(self) -> None:
+        self.copy = f"verify_{uuid.uuid4().hex[:12]}"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {self.copy} AS "
+                f"SELECT {self.select} FROM {connection.ops.quote_name(self.name)}"
+            )
+
+    def drop_copy(self) -> None:
+        if self.copy:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {self.copy}")
+
+    def compare(self) -> dict:
+        table = connection.ops.quote_name(self.name)
+        live = f"SELECT {self.select} FROM {self.copy}"
+        shadow = f"SELECT {self.select} FROM {table}"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT (SELECT count(*) FROM {self.copy}),"
+                f" (SELECT count(*) FROM {table}),"
+                f" (SELECT count(*) FROM ({live} EXCEPT ALL {shadow}) AS a),"
+                f" (SELECT count(*) FROM ({shadow} EXCEPT ALL {live}) AS b)"
+            )
+            live_rows, shadow_rows, live_only, shadow_only = cursor.fetchone()
+            samples = {}
+            for label, first, second in (
+                ("live_only_sample", live, shadow),
+                ("shadow_only_sample", shadow, live),
+            ):
+                cursor.execute(
+                    f"SELECT * FROM ({first} EXCEPT ALL {second}) AS d LIMIT %s",
+                    [SAMPLE_ROWS],
+                )
+                samples[label] = [
+                    dict(zip(self.columns, map(_jsonable, row), strict=True))
+                    for row in cursor.fetchall()
+                ]
+        return {
+            "table": self.name,
+            "live_rows": live_rows,
+            "shadow_rows": shadow_rows,
+            "live_only": live_only,
+            "shadow_only": shadow_only,
+            **samples,
+        }
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+# Repair
+
+
+def repair(
+    name: str, *, requested_by=None, progress: Callable[[int], None] | None = None
+) -> CheckRun:
+    """Rebuild a subscription's live read model from the events."""
+    started, clock = timezone.now(), time.monotonic()
+    try:
+        handled = subscriptions.rebuild(name, progress=progress)
+    except (ValueError, RuntimeError, EventStoreError) as error:
+        return _record(
+            name, CheckRun.Kind.REPAIR, started, clock, requested_by, error=error
+        )
+    result = CheckResult(
+        rows_checked=handled,
+        differences=0,
+        summary=f"rebuilt from {handled} events",
+        details={"events": handled},
+    )
+    return _record(name, CheckRun.Kind.REPAIR, started, clock, requested_by, result)
+
+
+# Checks
+
+
+def run_check(name: str, *, requested_by=None) -> CheckRun:
+    """Run a registered check, record it, and alert on a difference."""
+    started, clock = timezone.now(), time.monotonic()
+    check = _checks.get(name)
+    try:
+        if check is None:
+            raise CheckNotPossible(f"no check named {name!r}")
+        result = check()
+    except CheckNotPossible as error:
+        run = _record(
+            name, CheckRun.Kind.CHECK, started, clock, requested_by, error=error
+        )
+    else:
+        run = _record(name, CheckRun.Kind.CHECK, started, clock, requested_by, result)
+    if not run.ok:
+        alert(run)
+    return run
+
+
+@contextlib.contextmanager
+def caught_up_cut(names: list[str]) -> Iterator[dict[int, int]]:
+    """Hold these subscriptions caught up with every partition; yield the cut.
+
+    Inside, in one transaction, the subscriptions' checkpoints are locked (so
+    their read models do not move) and equal the partitions' heads as read
+    in one statement (so the cut splits no transaction's events). Each round
+    catches the subscriptions up and reads the heads again, until no event
+    arrived in between; ``CheckNotPossible`` if that never happens or a
+    partition is stopped.
+    """
+    subs = [subscriptions.get_subscription(name) for name in names]
+    PartitionHead.objects.bulk_create(
+        [PartitionHead(partition=p) for p in subscriptions.partitions()],
+        ignore_conflicts=True,
+    )
+    with transaction.atomic():
+        for sub in subs:
+            _freeze(sub)
+        for _ in range(CUT_ATTEMPTS):
+            for partition in subscriptions.partitions():
+                subscriptions.process_partition(partition, subs)
+            heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
+            positions = list(
+                Checkpoint.objects.filter(subscription__in=names).values_list(
+                    "subscription", "partition", "sequence", "failed_sequence"
+                )
+            )
+            behind = [
+                (name, partition)
+                for name, partition, sequence, _ in positions
+                if sequence != heads.get(partition, 0)
+            ]
+            stopped = [(n, p) for n, p, _, failed in positions if failed is not None]
+            if stopped:
+                raise CheckNotPossible(
+                    "stopped partitions: "
+                    + ", ".join(f"{name}[{partition}]" for name, partition in stopped)
+                )
+            if not behind:
+                yield heads
+                return
+        raise CheckNotPossible(
+            f"the projections did not catch up in {CUT_ATTEMPTS} rounds"
+        )
+
+
+def operations_staff():
+    """Return the active users who operate the subscriptions (and get alerts)."""
+    app_label, codename = OPERATE_PERMISSION.split(".")
+    permission = Permission.objects.filter(
+        content_type__app_label=app_label, codename=codename
+    ).first()
+    holds = Q(is_superuser=True)
+    if permission is not None:
+        holds |= Q(user_permissions=permission) | Q(groups__permissions=permission)
+    return get_user_model().objects.filter(holds, is_active=True).distinct()
+
+
+def alert(run: CheckRun) -> None:
+    """Mail the operations staff about a failed check; record that it was sent."""
+    recipients = sorted({user.email for user in operations_staff() if user.email})
+    subject = f"[bank] {run.name}: {run.get_outcome_display()}"
+    body = (
+        f"{run.get_kind_display()} {run.name} at {run.started_at:%Y-%m-%d %H:%M:%S %Z}"
+        f"\n\n{run.summary}\n\nSee the operations page in the admin for details."
+    )
+    try:
+        if recipients:
+            send_mail(subject, body, None, recipients)
+        run.alert_error = "" if recipients else "no operations staff with an email"
+    except Exception as error:  # the alert is recorded and logged either way
+        logger.exception("could not mail the alert about %s", run)
+        run.alert_error = f"mail failed: {error}"
+    run.alerted_at = timezone.now()
+    run.save(update_fields=["alerted_at", "alert_error"])
+
+
+def _record(
+    name, kind, started, clock, requested_by, result=None, *, error=None
+) -> CheckRun:
+    duration = datetime.timedelta(seconds=time.monotonic() - clock)
+    if error is not None:
+        logger.warning("%s of %s could not run: %s", kind, name, error)
+        return CheckRun.objects.create(
+            name=name,
+            kind=kind,
+            outcome=CheckRun.Outcome.ERROR,
+            started_at=started,
+            duration=duration,
+            summary=str(error),
+            requested_by=requested_by,
+        )
+    outcome = CheckRun.Outcome.OK if not result.differences else CheckRun.Outcome.DRIFT
+    if outcome != CheckRun.Outcome.OK:
+        logger.warning("%s of %s: %s", kind, name, result.summary)
+    return CheckRun.objects.create(
+        name=name,
+        kind=kind,
+        outcome=outcome,
+        started_at=started,
+        duration=duration,
+        rows_checked=result.rows_checked,
+        differences=result.differences,
+        summary=result.summary,
+        details=result.details,
+        requested_by=requested_by,
+    )
+
+
+# Celery tasks: thin, and safe to run twice (each run only records a result;
+# a repair rebuilds in one transaction).
+
+
+def _user(user_id):
+    return get_user_model().objects.filter(pk=user_id).first() if user_id else None
+
+
+@shared_task(name="eventstore.verify_projections", ignore_result=True)
+def verify_projections_task() -> list[str]:
+    return [verify(sub.name).outcome for sub in verifiable()]
+
+
+@shared_task(name="eventstore.verify_projection", ignore_result=True)
+def verify_projection_task(name: str, user_id: int | None = None) -> str:
+    return verify(name, requested_by=_user(user_id)).outcome
+
+
+@shared_task(name="eventstore.repair_projection", ignore_result=True)
+def repair_projection_task(name: str, user_id: int | None = None) -> str:
+    return repair(name, requested_by=_user(user_id)).outcome
+
+
+@shared_task(name="eventstore.run_checks", ignore_result=True)
+def run_checks_task() -> list[str]:
+    return [run_check(name).outcome for name in checks()]
+
+
+@shared_task(name="eventstore.run_check", ignore_result=True)
+def run_check_task(name: str, user_id: int | None = None) -> str:
+    return run_check(name, requested_by=_user(user_id)).outcome
