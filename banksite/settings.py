@@ -210,7 +210,7 @@ REST_FRAMEWORK = {
         "user": os.environ.get("API_THROTTLE_RATE", "6000/min"),
     },
     "EXCEPTION_HANDLER": "accounts.api_errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "accounts.api_schema.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
@@ -219,10 +219,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {
-        "AccountStatusEnum": "accounts.models.AccountBalance.Status",
-    },
 }
+# Django's model backend with a user's permissions loaded in one query.
+AUTHENTICATION_BACKENDS = ["accounts.permissions.PermissionBackend"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("API_MAX_BODY_BYTES", "262144"))
 # How long an Idempotency-Key's first answer is kept and replayed.
 IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_KEY_TTL_HOURS", "24"))
