@@ -11,13 +11,13 @@ import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 
 from accounts import selectors as accounts_selectors
 from accounts.errors import UnknownAccount
 from accounts.models import AccountBalance
 from accounts.permissions import VIEW_ANY_ACCOUNT
-from eventstore.models import Checkpoint
+from eventstore.models import Checkpoint, Event
 from eventstore.store import read_stream
 
 from .domain import Transfer
@@ -190,3 +190,63 @@ def totals_snapshot() -> dict:
         "position": dict(sorted(position.items(), key=lambda item: int(item[0]))),
         "currencies": dict(sorted(currencies.items())),
     }
+
+
+def independent_trial_balance(cut: dict[int, int] | None = None) -> dict:
+    """Return the trial balance per currency from figures kept independently.
+
+    Not the totals read model: the sum of the accounts' balance read model,
+    the amounts of the transfers ``debited`` in the transfer read model, and
+    external deposits and withdrawals summed in SQL over the events (up to
+    ``cut``, a sequence per partition, when given). Only meaningful at a cut
+    where those read models are caught up; each currency's ``difference``
+    is ``balances + in_transit - (deposited - withdrawn)`` and must be 0.
+    """
+    figures: dict[str, dict[str, int]] = {}
+
+    def add(currency: str, name: str, amount) -> None:
+        row = figures.setdefault(
+            currency,
+            {"balances": 0, "in_transit": 0, "deposited": 0, "withdrawn": 0},
+        )
+        row[name] += int(amount or 0)
+
+    for currency, total in AccountBalance.objects.values_list("currency").annotate(
+        Sum("balance")
+    ):
+        add(currency, "balances", total)
+    for currency, total in (
+        TransferSummary.objects.filter(status=TransferSummary.Status.DEBITED)
+        .values_list("currency")
+        .annotate(Sum("amount"))
+    ):
+        add(currency, "in_transit", total)
+    cut_join = ""
+    params: list = []
+    if cut is not None:
+        cut_join = (
+            " JOIN unnest(%s::integer[], %s::bigint[]) AS c(partition, sequence)"
+            " ON c.partition = e.partition AND e.sequence <= c.sequence"
+        )
+        params = [list(cut), list(cut.values())]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT o.data->>'currency', e.event_type,"
+            " sum((e.data->>'amount')::bigint)"
+            f" FROM {Event._meta.db_table} e{cut_join}"
+            f" JOIN {Event._meta.db_table} o"
+            " ON o.stream_id = e.stream_id AND o.version = 1"
+            " AND o.event_type = 'accounts.AccountOpened'"
+            " WHERE e.event_type IN ('accounts.Deposited', 'accounts.Withdrawn')"
+            " AND e.data->>'transfer_id' IS NULL"
+            " GROUP BY 1, 2",
+            params,
+        )
+        for currency, event_type, total in cursor.fetchall():
+            name = "deposited" if event_type == "accounts.Deposited" else "withdrawn"
+            add(currency, name, total)
+    for row in figures.values():
+        row["difference"] = (
+            row["balances"] + row["in_transit"] - row["deposited"] + row["withdrawn"]
+        )
+    return dict(sorted(figures.items()))

@@ -7,7 +7,7 @@ from eventstore.subscriptions import catch_up, get_subscription, rebuild
 from transfers import selectors, services
 from transfers.models import Totals, TransferSummary
 
-from .factories import make_user, open_account, run_process
+from .factories import make_user, open_account, run_process, run_projections
 
 pytestmark = pytest.mark.django_db
 
@@ -153,3 +153,27 @@ def test_a_rebuild_gives_the_same_read_models(accounts_pair):
         sorted(TransferSummary.objects.values_list("id", "status", "failure_reason")),
     )
     assert after == before
+
+
+def test_the_independent_trial_balance_agrees_with_the_totals(accounts_pair):
+    alice, source, target = accounts_pair
+    accounts.withdraw(account_id=source.id, amount=100, actor=None)
+    transfer = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=300
+    )
+    services.transfer_debit(transfer_id=transfer.id)
+    run_projections()
+
+    figures = selectors.independent_trial_balance()
+
+    assert figures == {
+        "EUR": {
+            "balances": 600,
+            "in_transit": 300,
+            "deposited": 1000,
+            "withdrawn": 100,
+            "difference": 0,
+        }
+    }
+    totals = selectors.totals_snapshot()["currencies"]["EUR"]
+    assert {k: figures["EUR"][k] for k in totals} == totals
