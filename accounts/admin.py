@@ -1,15 +1,479 @@
-"""The back office's view of accounts: read models, read-only.
+"""The back office's accounts: the read models shown, changes made by services.
 
-Changes go through the services (later: admin actions that call them), never
-through these forms.
+The pages show the read models (``AccountBalance``, ``LedgerEntry``) and
+the account's events; nothing here writes a model. Every staff action (open,
+deposit, withdraw, freeze, unfreeze, close) is a form that calls the
+service, with the reason typed by the staff member put into the event's
+metadata beside the acting user, and is written to Django's admin log.
+Refusals (insufficient funds, a frozen account ...) come back as error
+messages on the form.
+
+Who may do what is DESIGN.md's table, checked with the API's permissions:
+tellers open accounts and move cash, operations freeze, unfreeze and close,
+auditors (and every other role) only read.
 """
 
-from django.contrib import admin
+import datetime
+import decimal
+import uuid
 
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import Sum
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+
+from eventstore import operations
+from eventstore.models import Event
+from eventstore.store import metadata_context
+
+from . import projections, selectors, services
+from .domain import MAX_REFERENCE_LENGTH, SUPPORTED_CURRENCIES, Account
+from .errors import BankError
 from .models import AccountBalance, LedgerEntry
+from .permissions import (
+    MOVE_CASH,
+    OPEN_ACCOUNT_FOR_OTHERS,
+    OPERATE_ACCOUNT,
+    VIEW_ANY_ACCOUNT,
+)
+
+# The read models that ``accounts.balances`` rebuilds, for the verification.
+# (Belongs in ``projections.py`` as ``subscription(..., read_models=...)``.)
+projections.balances.read_models = (AccountBalance, LedgerEntry)
+
+# Digits after the decimal point, where a currency has other than two.
+MINOR_DIGITS = {"JPY": 0}
+HISTORY_ROWS = 100
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+def minor_digits(currency: str) -> int:
+    return MINOR_DIGITS.get(currency, 2)
+
+
+def format_money(amount: int | None, currency: str) -> str:
+    """Show minor units as money: ``123456, "EUR"`` is ``1,234.56 EUR``."""
+    if amount is None:
+        return "-"
+    digits = minor_digits(currency)
+    sign = "-" if amount < 0 else ""
+    whole, fraction = divmod(abs(amount), 10**digits)
+    text = f"{whole:,}" + (f".{fraction:0{digits}d}" if digits else "")
+    return f"{sign}{text} {currency}"
+
+
+def parse_money(text: str, currency: str) -> int:
+    """Read an amount typed in major units (``1,234.56``) as minor units."""
+    try:
+        value = decimal.Decimal(text.replace(",", "").strip())
+    except decimal.InvalidOperation:
+        raise forms.ValidationError("Type an amount such as 1234.56.") from None
+    minor = value.scaleb(minor_digits(currency))
+    if not value.is_finite() or minor != minor.to_integral_value():
+        raise forms.ValidationError(
+            f"{currency} has {minor_digits(currency)} digits after the point."
+        )
+    if minor <= 0:
+        raise forms.ValidationError("The amount must be positive.")
+    return int(minor)
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Why; kept in the event's metadata with your name.",
+    )
+
+
+class CashForm(ReasonForm):
+    amount = forms.CharField(
+        max_length=30, help_text="In major units, e.g. 1234.56", label="Amount"
+    )
+    reference = forms.CharField(max_length=MAX_REFERENCE_LENGTH, required=False)
+    field_order = ["amount", "reference", "reason"]
+
+    def __init__(self, *args, currency: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.fields["amount"].label = f"Amount ({currency})"
+
+    def clean_amount(self) -> int:
+        return parse_money(self.cleaned_data["amount"], self.currency)
+
+
+class OpenAccountForm(forms.Form):
+    owner = forms.CharField(max_length=150, help_text="The owner's username.")
+    currency = forms.ChoiceField(
+        choices=[(c, c) for c in SUPPORTED_CURRENCIES], initial="EUR"
+    )
+    number = forms.CharField(
+        max_length=12, required=False, help_text="Leave empty to generate one."
+    )
+    reason = forms.CharField(
+        max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+    def clean_owner(self):
+        owner = selectors.user_by_username(self.cleaned_data["owner"])
+        if owner is None:
+            raise forms.ValidationError("No user has this username.")
+        return owner
+
+
+class BalanceAtForm(forms.Form):
+    at = forms.DateTimeField(
+        label="Balance at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
+        help_text="Date and time (UTC); the balance is computed from the events.",
+    )
+
+
+# What each action needs, does, and says.
+ACTIONS = {
+    "deposit": (MOVE_CASH, CashForm, services.deposit, "Deposited"),
+    "withdraw": (MOVE_CASH, CashForm, services.withdraw, "Withdrew"),
+    "freeze": (OPERATE_ACCOUNT, ReasonForm, services.freeze, "Froze"),
+    "unfreeze": (OPERATE_ACCOUNT, ReasonForm, services.unfreeze, "Unfroze"),
+    "close": (OPERATE_ACCOUNT, ReasonForm, services.close, "Closed"),
+}
+
+
+def staff_metadata(request, reason: str):
+    """Add the staff member's reason to every event the action appends."""
+    return metadata_context(reason=reason or None, via="admin")
+
+
+def log(request, obj, flag: int, message: str) -> None:
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk,
+        queryset=[obj],
+        action_flag=flag,
+        change_message=message,
+        single_object=True,
+    )
+
+
+@admin.register(AccountBalance)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = (
+        "number",
+        "owner",
+        "balance_money",
+        "currency",
+        "status",
+        "opened_at",
+        "updated_at",
+    )
+    list_filter = ("status", "currency")
+    search_fields = ("number", "owner__username", "=id")
+    search_help_text = "An account number or the owner's username."
+    list_select_related = ("owner",)
+    ordering = ("-opened_at",)
+    sortable_by = ("number", "owner", "balance_money", "currency", "status")
+    fields = (
+        "number",
+        "id",
+        "owner",
+        "currency",
+        "balance_money",
+        "status",
+        "version",
+        "opened_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+    change_form_template = "admin/accounts/account/change_form.html"
+    actions = None
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_money(self, account: AccountBalance) -> str:
+        return format_money(account.balance, account.currency)
+
+    # Permissions: the API's, whatever the model permissions say.
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm(VIEW_ANY_ACCOUNT)
+
+    def has_module_permission(self, request):
+        return request.user.has_perm(VIEW_ANY_ACCOUNT)
+
+    def has_add_permission(self, request):
+        return request.user.has_perm(OPEN_ACCOUNT_FOR_OTHERS)
+
+    def has_change_permission(self, request, obj=None):
+        return False  # domain fields are read-only; actions are separate pages
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                f"<path:object_id>/{action}/",
+                wrap(self.action_view),
+                {"action": action},
+                name=f"accounts_accountbalance_{action}",
+            )
+            for action in ACTIONS
+        ] + super().get_urls()
+
+    # Opening an account
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = OpenAccountForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                with staff_metadata(request, data["reason"]):
+                    account = services.open_account(
+                        owner=data["owner"],
+                        currency=data["currency"],
+                        number=data["number"] or None,
+                        actor=request.user,
+                    )
+            except BankError as refusal:
+                messages.error(request, refusal.detail)
+            else:
+                log_opened(request, account)
+                messages.success(
+                    request,
+                    f"Opened account {account.number} ({account.currency}) for "
+                    f"{data['owner'].username}.",
+                )
+                return HttpResponseRedirect(self._change_url(account.id))
+        return self._form_page(request, form, title="Open an account")
+
+    # Staff actions on an account
+
+    def action_view(self, request, object_id, action):
+        permission, form_class, service, done = ACTIONS[action]
+        if not request.user.has_perm(permission):
+            raise PermissionDenied
+        account = self._account_or_404(object_id)
+        kwargs = {"currency": account.currency} if form_class is CashForm else {}
+        form = form_class(request.POST or None, **kwargs)
+        if request.method == "POST" and form.is_valid():
+            data = dict(form.cleaned_data)
+            reason = data.pop("reason")
+            try:
+                with staff_metadata(request, reason):
+                    after = service(account_id=account.id, actor=request.user, **data)
+            except BankError as refusal:
+                messages.error(request, f"Refused: {refusal.detail}")
+            else:
+                amount = data.get("amount")
+                what = (
+                    f"{done} {format_money(amount, account.currency)}"
+                    if amount
+                    else f"{done} the account"
+                )
+                message = f"{what}. Reason: {reason}"
+                row = AccountBalance.objects.filter(id=account.id).first()
+                if row is not None:
+                    log(request, row, CHANGE, message)
+                messages.success(
+                    request,
+                    f"{what} {account.number}: balance "
+                    f"{format_money(after.balance, after.currency)}, "
+                    f"status {after.status}.",
+                )
+                return HttpResponseRedirect(self._change_url(account.id))
+        return self._form_page(
+            request,
+            form,
+            title=f"{action.capitalize()} — account {account.number}",
+            account=account,
+        )
+
+    # The account's page
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        account_id = self._account_id(object_id)
+        if not AccountBalance.objects.filter(id=account_id).exists():
+            # Opened a moment ago: show it from its events until it is projected.
+            account = self._account_or_404(object_id)
+            return TemplateResponse(
+                request,
+                "admin/accounts/account/pending.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"Account {account.number}",
+                    "account": account,
+                    "balance": format_money(account.balance, account.currency),
+                    "opts": self.opts,
+                },
+            )
+        extra = {**(extra_context or {}), **self._history(request, account_id)}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def _history(self, request, account_id: uuid.UUID) -> dict:
+        row = AccountBalance.objects.get(id=account_id)
+        ledger = list(
+            LedgerEntry.objects.filter(account_id=account_id).order_by("-position")[
+                :HISTORY_ROWS
+            ]
+        )
+        for entry in ledger:
+            entry.amount_money = format_money(entry.amount, row.currency)
+            entry.balance_after_money = format_money(entry.balance_after, row.currency)
+        events = list(
+            Event.objects.filter(stream_id=Account.stream_id_for(account_id)).order_by(
+                "-version"
+            )[:HISTORY_ROWS]
+        )
+        users = _usernames(events)
+        for event in events:
+            actor = event.metadata.get("actor_id")
+            event.actor_name = users.get(actor, event.metadata.get("actor", actor))
+        balance_form = BalanceAtForm(request.GET if "at" in request.GET else None)
+        balance_at = None
+        if balance_form.is_bound and balance_form.is_valid():
+            moment = balance_form.cleaned_data["at"]
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment, datetime.UTC)
+            found = selectors.balance_at(account_id, moment)
+            balance_at = {
+                "at": moment,
+                "balance": format_money(found.balance, row.currency),
+                "version": found.version,
+            }
+        user = request.user
+        return {
+            "ledger": ledger,
+            "ledger_url": reverse("admin:accounts_ledgerentry_changelist")
+            + "?"
+            + urlencode({"account__id__exact": account_id}),
+            "events": events,
+            "events_url": reverse("admin:eventstore_event_changelist")
+            + "?"
+            + urlencode({"stream": Account.stream_id_for(account_id)}),
+            "balance_form": balance_form,
+            "balance_at": balance_at,
+            "account_actions": [
+                (
+                    action,
+                    reverse(
+                        f"admin:accounts_accountbalance_{action}", args=[account_id]
+                    ),
+                )
+                for action, (permission, *_) in ACTIONS.items()
+                if user.has_perm(permission) and _offers(row.status, action)
+            ],
+        }
+
+    def _form_page(self, request, form, *, title: str, account=None):
+        return TemplateResponse(
+            request,
+            "admin/accounts/account/action.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "form": form,
+                "account": account,
+                "opts": self.opts,
+                "cancel_url": self._change_url(account.id)
+                if account
+                else reverse("admin:accounts_accountbalance_changelist"),
+            },
+        )
+
+    def _account_id(self, object_id) -> uuid.UUID:
+        try:
+            return uuid.UUID(unquote(str(object_id)))
+        except ValueError:
+            raise PermissionDenied from None
+
+    def _account_or_404(self, object_id):
+        from django.http import Http404
+
+        try:
+            return services.get_account(self._account_id(object_id))
+        except BankError:
+            raise Http404("No such account.") from None
+
+    def _change_url(self, account_id) -> str:
+        return reverse("admin:accounts_accountbalance_change", args=[account_id])
+
+
+def _offers(status: str, action: str) -> bool:
+    """Offer only the actions that make sense in this status (the service decides)."""
+    if status == AccountBalance.Status.CLOSED:
+        return False
+    if action == "unfreeze":
+        return status == AccountBalance.Status.FROZEN
+    if action == "freeze":
+        return status == AccountBalance.Status.OPEN
+    return True
+
+
+def _usernames(events) -> dict:
+    ids = {e.metadata.get("actor_id") for e in events} - {None}
+    return dict(
+        get_user_model().objects.filter(pk__in=ids).values_list("pk", "username")
+    )
+
+
+def log_opened(request, account) -> None:
+    """Write an opening to the admin log (the read-model row may lag behind)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    LogEntry.objects.create(
+        user_id=request.user.pk,
+        content_type=ContentType.objects.get_for_model(AccountBalance),
+        object_id=str(account.id),
+        object_repr=f"{account.number} {account.currency}",
+        action_flag=ADDITION,
+        change_message=f"Opened account {account.number} ({account.currency}).",
+    )
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    list_display = (
+        "recorded_at",
+        "account",
+        "position",
+        "type",
+        "amount_money",
+        "balance_after_money",
+        "transfer_id",
+        "reference",
+    )
+    list_filter = ("type", ("recorded_at", admin.DateFieldListFilter))
+    search_fields = ("account__number", "=transfer_id", "reference")
+    list_select_related = ("account",)
+    ordering = ("-recorded_at",)
+    show_full_result_count = False
+    actions = None
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_money(self, entry: LedgerEntry) -> str:
+        return format_money(entry.amount, entry.account.currency)
+
+    @admin.display(description="balance after", ordering="balance_after")
+    def balance_after_money(self, entry: LedgerEntry) -> str:
+        return format_money(entry.balance_after, entry.account.currency)
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm(VIEW_ANY_ACCOUNT)
+
+    def has_module_permission(self, request):
+        return request.user.has_perm(VIEW_ANY_ACCOUNT)
+
     def has_add_permission(self, request):
         return False
 
@@ -20,15 +484,33 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(AccountBalance)
-class AccountBalanceAdmin(ReadOnlyAdmin):
-    list_display = ["number", "owner", "currency", "balance", "status", "updated_at"]
-    list_filter = ["status", "currency"]
-    search_fields = ["number", "owner__username", "=id"]
+# The operations page: money stranded on closed accounts (a refund of a
+# transfer reaches a closed account), for staff to pay out.
 
 
-@admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ["account", "position", "type", "amount", "balance_after"]
-    list_filter = ["type"]
-    search_fields = ["=account__id", "account__number", "=transfer_id"]
+def _stranded(request) -> dict:
+    closed = AccountBalance.objects.filter(
+        status=AccountBalance.Status.CLOSED, balance__gt=0
+    ).select_related("owner")
+    rows = [
+        {
+            "number": account.number,
+            "owner": account.owner,
+            "balance": format_money(account.balance, account.currency),
+            "url": reverse("admin:accounts_accountbalance_change", args=[account.id]),
+        }
+        for account in closed[:50]
+    ]
+    totals = {
+        currency: format_money(total, currency)
+        for currency, total in closed.values_list("currency").annotate(Sum("balance"))
+    }
+    return {"rows": rows, "totals": totals}
+
+
+operations.register_panel(
+    "Closed accounts holding money",
+    "admin/accounts/account/stranded_panel.html",
+    _stranded,
+    order=30,
+)

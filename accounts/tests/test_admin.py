@@ -1,0 +1,356 @@
+"""The accounts back office through Django's test client: actions and refusals."""
+
+import datetime
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Group, User
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import services
+from accounts.admin import format_money, parse_money
+from accounts.models import AccountBalance
+from eventstore.models import Event
+from eventstore.subscriptions import catch_up
+
+CHANGELIST = reverse("admin:accounts_accountbalance_changelist")
+
+
+def staff(username: str, *groups: str) -> User:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return user
+
+
+@pytest.fixture
+def teller(db):
+    return staff("tina", "teller")
+
+
+@pytest.fixture
+def auditor(db):
+    return staff("aude", "auditor")
+
+
+@pytest.fixture
+def operator(db):
+    return staff("otto", "operations")
+
+
+@pytest.fixture
+def alice(db):
+    return User.objects.create_user("alice", password="pw")
+
+
+@pytest.fixture
+def account(alice, teller):
+    opened = services.open_account(owner=alice, currency="EUR", actor=teller)
+    services.deposit(account_id=opened.id, amount=123456, actor=teller)
+    catch_up()
+    return AccountBalance.objects.get(id=opened.id)
+
+
+def url(action: str, account) -> str:
+    return reverse(f"admin:accounts_accountbalance_{action}", args=[account.id])
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def last_event(account) -> Event:
+    return Event.objects.filter(stream_id=f"account-{account.id}").latest("version")
+
+
+class TestMoney:
+    @pytest.mark.parametrize(
+        ("amount", "currency", "text"),
+        [
+            (123456, "EUR", "1,234.56 EUR"),
+            (5, "EUR", "0.05 EUR"),
+            (-100000, "USD", "-1,000.00 USD"),
+            (1234, "JPY", "1,234 JPY"),
+        ],
+    )
+    def test_minor_units_show_as_money(self, amount, currency, text):
+        assert format_money(amount, currency) == text
+
+    def test_typed_amounts_become_minor_units(self):
+        assert parse_money("1,234.5", "EUR") == 123450
+        assert parse_money("7", "JPY") == 7
+
+    @pytest.mark.parametrize("text", ["0", "-1", "1.234", "abc", "NaN"])
+    def test_bad_amounts_are_refused(self, text):
+        from django import forms
+
+        with pytest.raises(forms.ValidationError):
+            parse_money(text, "EUR")
+
+
+@pytest.mark.django_db
+class TestList:
+    def test_lists_accounts_with_money_search_and_filters(
+        self, client, auditor, account, alice
+    ):
+        other = services.open_account(owner=alice, currency="USD", actor=alice)
+        catch_up()
+        client.force_login(auditor)
+
+        everything = client.get(CHANGELIST)
+        by_number = client.get(CHANGELIST, {"q": account.number})
+        by_owner = client.get(CHANGELIST, {"q": "alice"})
+        dollars = client.get(CHANGELIST, {"currency": "USD"})
+        by_balance = client.get(CHANGELIST, {"o": "3"})
+
+        assert "1,234.56 EUR" in everything.content.decode()
+        assert [a.number for a in by_number.context["cl"].result_list] == [
+            account.number
+        ]
+        assert by_owner.context["cl"].result_count == 2
+        assert [a.number for a in dollars.context["cl"].result_list] == [other.number]
+        assert by_balance.status_code == 200
+
+    def test_staff_without_a_role_and_customers_are_kept_out(self, client, alice):
+        client.force_login(staff("nobody"))
+        no_role = client.get(CHANGELIST)
+        client.force_login(alice)
+        customer = client.get(CHANGELIST)
+
+        assert no_role.status_code == 403
+        assert customer.status_code == 302  # to the admin login
+
+
+@pytest.mark.django_db
+class TestAccountPage:
+    def test_shows_fields_read_only_with_ledger_history_and_actions(
+        self, client, teller, account
+    ):
+        client.force_login(teller)
+
+        page = client.get(
+            reverse("admin:accounts_accountbalance_change", args=[account.id])
+        )
+
+        content = page.content.decode()
+        assert page.status_code == 200
+        assert 'name="_save"' not in content
+        assert "accounts.AccountOpened" in content and "accounts.Deposited" in content
+        assert "tina" in content  # the acting user
+        assert [action for action, _ in page.context["account_actions"]] == [
+            "deposit",
+            "withdraw",
+        ]
+
+    def test_operations_are_offered_freeze_and_close(self, client, operator, account):
+        client.force_login(operator)
+
+        page = client.get(
+            reverse("admin:accounts_accountbalance_change", args=[account.id])
+        )
+
+        assert [action for action, _ in page.context["account_actions"]] == [
+            "freeze",
+            "close",
+        ]
+
+    def test_balance_at_a_past_moment_comes_from_the_events(
+        self, client, auditor, account, teller
+    ):
+        before_deposit = Event.objects.get(
+            stream_id=f"account-{account.id}", version=1
+        ).recorded_at + datetime.timedelta(microseconds=1)
+        services.withdraw(account_id=account.id, amount=456, actor=teller)
+        client.force_login(auditor)
+        page_url = reverse("admin:accounts_accountbalance_change", args=[account.id])
+
+        then = client.get(
+            page_url, {"at": before_deposit.strftime("%Y-%m-%d %H:%M:%S")}
+        )
+        now = client.get(
+            page_url,
+            {
+                "at": (timezone.now() + datetime.timedelta(seconds=2)).strftime(
+                    "%Y-%m-%dT%H:%M:%S"
+                )
+            },
+        )
+
+        assert then.context["balance_at"]["balance"] in ("0.00 EUR", "1,234.56 EUR")
+        assert now.context["balance_at"]["balance"] == "1,230.00 EUR"
+        assert "1,230.00 EUR" in now.content.decode()
+
+    def test_an_account_not_yet_projected_is_shown_from_its_events(
+        self, client, teller, alice
+    ):
+        opened = services.open_account(owner=alice, currency="EUR", actor=teller)
+        client.force_login(teller)
+
+        page = client.get(
+            reverse("admin:accounts_accountbalance_change", args=[opened.id])
+        )
+
+        assert page.status_code == 200
+        assert opened.number in page.content.decode()
+        assert b'http-equiv="refresh"' in page.content
+
+
+@pytest.mark.django_db
+class TestOpening:
+    def test_a_teller_opens_an_account_for_a_customer(self, client, teller, alice):
+        client.force_login(teller)
+
+        response = client.post(
+            reverse("admin:accounts_accountbalance_add"),
+            {"owner": "alice", "currency": "GBP", "number": "", "reason": "walk-in"},
+        )
+
+        opened = Event.objects.get(event_type="accounts.AccountOpened")
+        assert response.status_code == 302
+        assert opened.data["owner_id"] == alice.pk
+        assert opened.metadata["actor_id"] == teller.pk
+        assert opened.metadata["reason"] == "walk-in"
+        assert LogEntry.objects.get(user=teller).change_message.startswith("Opened")
+
+    def test_an_unknown_owner_is_a_form_error(self, client, teller):
+        client.force_login(teller)
+
+        response = client.post(
+            reverse("admin:accounts_accountbalance_add"),
+            {"owner": "nobody", "currency": "EUR"},
+        )
+
+        assert response.status_code == 200
+        assert "No user has this username." in response.content.decode()
+        assert not Event.objects.exists()
+
+    @pytest.mark.parametrize("role", ["auditor", "operator"])
+    def test_only_tellers_open_accounts(self, client, request, role, alice):
+        client.force_login(request.getfixturevalue(role))
+
+        response = client.post(
+            reverse("admin:accounts_accountbalance_add"),
+            {"owner": "alice", "currency": "EUR"},
+        )
+
+        assert response.status_code == 403
+
+
+@pytest.mark.django_db
+class TestCash:
+    def test_a_deposit_records_amount_reason_and_actor(self, client, teller, account):
+        client.force_login(teller)
+
+        response = client.post(
+            url("deposit", account),
+            {"amount": "10.50", "reference": "cash", "reason": "counter deposit"},
+            follow=True,
+        )
+
+        event = last_event(account)
+        assert event.event_type == "accounts.Deposited"
+        assert event.data["amount"] == 1050
+        assert event.metadata["reason"] == "counter deposit"
+        assert event.metadata["actor_id"] == teller.pk
+        assert "balance 1,245.06 EUR" in messages_of(response)[0]
+        assert "Deposited 10.50 EUR" in LogEntry.objects.get().change_message
+
+    def test_a_withdrawal_beyond_the_balance_is_an_error_message(
+        self, client, teller, account
+    ):
+        client.force_login(teller)
+
+        response = client.post(
+            url("withdraw", account), {"amount": "5000", "reason": "too much"}
+        )
+
+        assert response.status_code == 200
+        assert messages_of(response) == [
+            "Refused: The balance does not cover this withdrawal."
+        ]
+        assert last_event(account).event_type == "accounts.Deposited"
+        assert not LogEntry.objects.exists()
+
+    def test_a_reason_and_a_valid_amount_are_required(self, client, teller, account):
+        client.force_login(teller)
+
+        response = client.post(url("deposit", account), {"amount": "1.234"})
+
+        errors = response.context["form"].errors
+        assert set(errors) == {"amount", "reason"}
+        assert last_event(account).version == 2
+
+    @pytest.mark.parametrize("role", ["auditor", "operator"])
+    def test_only_tellers_move_cash(self, client, request, role, account):
+        client.force_login(request.getfixturevalue(role))
+
+        response = client.post(url("deposit", account), {"amount": "1", "reason": "x"})
+
+        assert response.status_code == 403
+        assert last_event(account).version == 2
+
+
+@pytest.mark.django_db
+class TestOperations:
+    def test_operations_freeze_and_a_frozen_account_refuses_cash(
+        self, client, operator, teller, account
+    ):
+        client.force_login(operator)
+        frozen = client.post(
+            url("freeze", account), {"reason": "fraud check"}, follow=True
+        )
+        client.force_login(teller)
+        refused = client.post(
+            url("deposit", account), {"amount": "1", "reason": "counter"}
+        )
+
+        assert last_event(account).event_type == "accounts.Frozen"
+        assert last_event(account).metadata["reason"] == "fraud check"
+        assert "status frozen" in messages_of(frozen)[0]
+        assert messages_of(refused) == ["Refused: The account is frozen."]
+
+    def test_unfreeze_then_close_needs_an_empty_account(
+        self, client, operator, account
+    ):
+        client.force_login(operator)
+
+        client.post(url("freeze", account), {"reason": "check"})
+        client.post(url("unfreeze", account), {"reason": "cleared"})
+        refused = client.post(url("close", account), {"reason": "customer left"})
+
+        types = list(
+            Event.objects.filter(stream_id=f"account-{account.id}")
+            .order_by("version")
+            .values_list("event_type", flat=True)
+        )
+        assert types[-2:] == ["accounts.Frozen", "accounts.Unfrozen"]
+        assert messages_of(refused)[-1] == (
+            "Refused: Only an account with a zero balance can be closed."
+        )
+
+    @pytest.mark.parametrize("action", ["freeze", "unfreeze", "close"])
+    def test_tellers_and_auditors_may_not_operate(
+        self, client, teller, auditor, account, action
+    ):
+        statuses = []
+        for user in (teller, auditor):
+            client.force_login(user)
+            statuses.append(
+                client.post(url(action, account), {"reason": "x"}).status_code
+            )
+
+        assert statuses == [403, 403]
+
+    def test_an_unknown_account_is_404(self, client, operator):
+        client.force_login(operator)
+
+        response = client.post(
+            reverse(
+                "admin:accounts_accountbalance_freeze",
+                args=["6c1d3f0e-0000-4000-8000-000000000000"],
+            ),
+            {"reason": "x"},
+        )
+
+        assert response.status_code == 404
