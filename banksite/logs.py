@@ -12,7 +12,7 @@ import datetime
 import json
 import logging
 
-from django.apps import apps
+from eventstore.context import current_metadata
 
 NO_ID = "-"
 
@@ -26,21 +26,11 @@ _STANDARD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 }
 
 
-def _current_metadata() -> dict:
-    # The event store's models load with the app registry; records logged
-    # while Django starts up simply have no context yet.
-    if not apps.ready:
-        return {}
-    from eventstore.store import current_metadata
-
-    return current_metadata()
-
-
 class ContextFilter(logging.Filter):
     """Add ``request_id`` and ``correlation_id`` to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        metadata = _current_metadata()
+        metadata = current_metadata()
         for key in ("request_id", "correlation_id"):
             if not getattr(record, key, None):
                 setattr(record, key, metadata.get(key) or NO_ID)

@@ -14,15 +14,12 @@ On SQLite (the embedded fallback) the same rules run in Python; SQLite
 serializes writers, so order is simple there.
 """
 
-import contextlib
-import contextvars
 import dataclasses
 import datetime
 import json
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Iterable, Iterator, Sequence
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -30,6 +27,7 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from . import events as event_registry
+from .context import current_metadata, metadata_context  # noqa: F401 (re-exported)
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -75,27 +73,6 @@ class RecordedEvent:
     @property
     def position(self) -> tuple[int, int]:
         return (self.partition, self.sequence)
-
-
-# Holds an immutable mapping: metadata_context() replaces it, never mutates it.
-_metadata: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
-    "eventstore_metadata", default=MappingProxyType({})
-)
-
-
-@contextlib.contextmanager
-def metadata_context(**values):
-    """Add metadata (correlation id, actor, ...) to every event appended inside."""
-    merged = {**_metadata.get(), **{k: v for k, v in values.items() if v is not None}}
-    token = _metadata.set(MappingProxyType(merged))
-    try:
-        yield merged
-    finally:
-        _metadata.reset(token)
-
-
-def current_metadata() -> dict:
-    return dict(_metadata.get())
 
 
 def partition_for(stream_id: str) -> int:
@@ -249,6 +226,28 @@ def _append_portable(stream_id, partition, expected_version, rows):
             for n, (event_id, name, schema_version, data, meta) in enumerate(rows, 1)
         )
     return "appended", [(e.pk, e.version, e.sequence, e.recorded_at) for e in created]
+
+
+def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
+    """Lock the heads of these streams' partitions, in partition order.
+
+    A transaction that will append to several partitions takes their locks
+    up front, in one order shared by everyone, instead of one by one as it
+    appends; two such transactions then queue instead of deadlocking.
+    Return the partitions locked.
+    """
+    wanted = sorted({partition_for(stream_id) for stream_id in stream_ids})
+    if not wanted:
+        return []
+    PartitionHead.objects.bulk_create(
+        [PartitionHead(partition=p) for p in wanted], ignore_conflicts=True
+    )
+    return list(
+        PartitionHead.objects.select_for_update()
+        .filter(partition__in=wanted)
+        .order_by("partition")
+        .values_list("partition", flat=True)
+    )
 
 
 def read_stream(

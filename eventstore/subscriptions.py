@@ -49,6 +49,11 @@ class Subscription:
     reset: Callable[[], None] | None = None
     # The models of the read model that ``reset`` empties, for verification.
     read_models: tuple[type, ...] = ()
+    # Runs in the batch's transaction before its handlers, with the whole
+    # batch: a handler set that appends to several streams locks their
+    # partitions here, in order (``store.lock_partitions``), so two batches
+    # never deadlock.
+    prepare_batch: Callable[[list[RecordedEvent]], None] | None = None
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
 
     def handles(self, *event_classes: type) -> Callable[[Handler], Handler]:
@@ -117,19 +122,46 @@ def process_partition(
 ) -> int:
     """Handle every new event of a partition for each subscription; return the count.
 
-    Each subscription runs until it has caught up with the partition, is
-    stopped by an error, or another worker holds its lease.
+    Each subscription with work to do runs until it has caught up with the
+    partition, is stopped by an error, or another worker holds its lease.
     """
-    handled = 0
-    for sub in subscriptions if subscriptions is not None else all_subscriptions():
-        handled += _run_until_caught_up(sub, partition)
-    return handled
+    subs = list(subscriptions) if subscriptions is not None else all_subscriptions()
+    return sum(
+        _run_until_caught_up(sub, partition) for sub in _with_work(subs, partition)
+    )
+
+
+def _with_work(subs: list[Subscription], partition: int) -> list[Subscription]:
+    """Return the subscriptions behind the partition's head and not backing off."""
+    head = PartitionHead.objects.filter(partition=partition).first()
+    if head is None or not subs:
+        return []
+    idle = set(
+        Checkpoint.objects.filter(
+            subscription__in=[sub.name for sub in subs], partition=partition
+        )
+        .filter(
+            Q(sequence__gte=head.sequence)
+            | Q(failed_sequence__isnull=False, retry_at__gt=timezone.now())
+        )
+        .values_list("subscription", flat=True)
+    )
+    return [sub for sub in subs if sub.name not in idle]
 
 
 def catch_up(subscriptions: Iterable[Subscription] | None = None) -> int:
-    """Run every partition in this process until caught up (tests, fallback mode)."""
+    """Run every partition in this process until nothing is left (tests, fallback).
+
+    Handlers may append events that other subscriptions (or they themselves)
+    handle, so passes repeat until one handles nothing.
+    """
     subs = list(subscriptions) if subscriptions is not None else all_subscriptions()
-    return sum(process_partition(partition, subs) for partition in partitions())
+    total = 0
+    while True:
+        handled = sum(process_partition(partition, subs) for partition in partitions())
+        total += handled
+        if not handled:
+            return total
 
 
 def _run_until_caught_up(sub: Subscription, partition: int) -> int:
@@ -206,10 +238,19 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
             raise _HandlerFailed(
                 error.index, None, error.sequence, str(error)
             ) from error
+        if events and sub.prepare_batch is not None:
+            sub.prepare_batch(events)
         for index, recorded in enumerate(events):
             try:
                 with handling_context(recorded):
                     sub.handlers[recorded.event_type](recorded)
+                    logger.debug(
+                        "%s handled %s %s v%s",
+                        sub.name,
+                        recorded.event_type,
+                        recorded.stream_id,
+                        recorded.version,
+                    )
             except Exception as error:
                 raise _HandlerFailed(
                     index, recorded, recorded.sequence, traceback.format_exc()
@@ -341,23 +382,36 @@ class PartitionStatus:
 
 
 def subscription_status() -> list[PartitionStatus]:
-    """Return each subscription's position, lag and error in every partition."""
-    subs = all_subscriptions()
-    _ensure_checkpoints(subs, partitions())
+    """Return each subscription's position, lag and error in every partition.
+
+    Reads only: a partition no runner has visited yet shows position 0.
+    """
     heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
-    return [
-        PartitionStatus(
-            subscription=c.subscription,
-            partition=c.partition,
-            sequence=c.sequence,
-            head=heads.get(c.partition, 0),
-            failed_sequence=c.failed_sequence,
-            error=c.error,
-            attempts=c.attempts,
-            retry_at=c.retry_at,
+    stored = {
+        (c.subscription, c.partition): c
+        for c in Checkpoint.objects.filter(
+            subscription__in=[s.name for s in all_subscriptions()]
         )
-        for c in Checkpoint.objects.filter(subscription__in=[s.name for s in subs])
-    ]
+    }
+    statuses = []
+    for sub in all_subscriptions():
+        for partition in partitions():
+            c = stored.get((sub.name, partition)) or Checkpoint(
+                subscription=sub.name, partition=partition
+            )
+            statuses.append(
+                PartitionStatus(
+                    subscription=sub.name,
+                    partition=partition,
+                    sequence=c.sequence,
+                    head=heads.get(partition, 0),
+                    failed_sequence=c.failed_sequence,
+                    error=c.error,
+                    attempts=c.attempts,
+                    retry_at=c.retry_at,
+                )
+            )
+    return statuses
 
 
 def retry_partition(subscription_name: str, partition: int) -> None:
@@ -375,7 +429,10 @@ def skip_failed_event(
     """Move a stopped partition past its failed event, recording who and why."""
     if not reason.strip():
         raise ValueError("a reason is required to skip an event")
-    get_subscription(subscription_name)
+    sub = get_subscription(subscription_name)
+    if partition not in partitions():
+        raise ValueError(f"there is no partition {partition}")
+    _ensure_checkpoints([sub], [partition])
     with transaction.atomic():
         checkpoint = Checkpoint.objects.select_for_update().get(
             subscription=subscription_name, partition=partition

@@ -101,7 +101,10 @@ class Transfer(Aggregate):
     def record_debited(self) -> None:
         """Note that the amount left the source account."""
         self._require(Status.PENDING, "debited")
-        self._record(Debited(), event_id=outcome_event_id(self.id, "debited"))
+        self._record(
+            Debited(from_account=self.from_account, to_account=self.to_account),
+            event_id=outcome_event_id(self.id, "debited"),
+        )
 
     def record_credited(self) -> None:
         """Note that the amount reached the target account."""

@@ -26,7 +26,15 @@ class TransferRequested:
 @register_event("transfers.Debited")
 @dataclass(frozen=True)
 class Debited:
-    """The amount left the source account and is in transit."""
+    """The amount left the source account and is in transit.
+
+    It names both accounts so that the process manager knows, from the batch
+    alone, which account streams the next step writes to (it locks their
+    partitions before handling the batch).
+    """
+
+    from_account: uuid.UUID
+    to_account: uuid.UUID
 
 
 @register_event("transfers.Credited")

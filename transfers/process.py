@@ -10,61 +10,45 @@ work done (the steps are idempotent anyway).
 A batch appends to many partitions (the accounts of its transfers live
 anywhere) and holds each partition's head lock until it commits. Two batches
 taking those locks in different orders would deadlock, and PostgreSQL only
-notices after ``deadlock_timeout``; so the first handler of a batch takes all
-head locks at once, in partition order. Batches of this subscription then run
-one at a time, which is what they would mostly do anyway since a batch of
-transfers touches most partitions; the work is done in few, large
-transactions.
+notices after ``deadlock_timeout``; so before its handlers run, a batch locks
+the partitions of every stream it will write, in partition order
+(``lock_batch_partitions``). Batches touching the same partitions queue;
+writers to other partitions never wait.
 """
 
-from django.conf import settings
-from django.db import connection
-
-from eventstore.models import PartitionHead
-from eventstore.store import RecordedEvent
+from accounts.domain import Account
+from eventstore.store import RecordedEvent, lock_partitions
 from eventstore.subscriptions import subscription
 
 from . import services
 from .domain import Transfer
 from .events import Debited, TransferRequested
 
-process = subscription("transfers.process", batch_size=100)
 
-_LOCKED_MARK = "_transfers_partition_heads_locked"
+def lock_batch_partitions(batch: list[RecordedEvent]) -> None:
+    """Lock the partitions of the transfers and accounts this batch writes to."""
+    streams = set()
+    for recorded in batch:
+        event = recorded.event
+        streams.add(recorded.stream_id)
+        if isinstance(event, TransferRequested):
+            streams.add(Account.stream_id_for(event.from_account))
+        elif isinstance(event, Debited):
+            streams.add(Account.stream_id_for(event.from_account))
+            streams.add(Account.stream_id_for(event.to_account))
+    lock_partitions(streams)
+
+
+process = subscription(
+    "transfers.process", batch_size=100, prepare_batch=lock_batch_partitions
+)
 
 
 @process.handles(TransferRequested)
 def on_transfer_requested(recorded: RecordedEvent) -> None:
-    lock_partition_heads()
     services.transfer_debit(transfer_id=Transfer.id_from_stream(recorded.stream_id))
 
 
 @process.handles(Debited)
 def on_debited(recorded: RecordedEvent) -> None:
-    lock_partition_heads()
     services.transfer_credit(transfer_id=Transfer.id_from_stream(recorded.stream_id))
-
-
-def lock_partition_heads() -> None:
-    """Lock every partition's head row in order, once per transaction."""
-    if not connection.in_atomic_block:
-        return
-    outermost = connection.atomic_blocks[0]
-    if getattr(outermost, _LOCKED_MARK, False):
-        return
-    count = settings.EVENTSTORE_PARTITIONS
-    locked = _lock_heads()
-    if locked < count:
-        PartitionHead.objects.bulk_create(
-            [PartitionHead(partition=p) for p in range(count)], ignore_conflicts=True
-        )
-        _lock_heads()
-    setattr(outermost, _LOCKED_MARK, True)
-
-
-def _lock_heads() -> int:
-    return len(
-        PartitionHead.objects.select_for_update()
-        .order_by("partition")
-        .values_list("partition", flat=True)
-    )

@@ -16,6 +16,7 @@ from eventstore.models import Event
 from eventstore.store import (
     NewEvent,
     append,
+    lock_partitions,
     metadata_context,
     partition_for,
     read_partition,
@@ -383,3 +384,39 @@ class TestReadersNeverSkip:
             assert [e.version for e in seen if e.stream_id == stream] == list(
                 range(1, 9)
             )
+
+
+@pytest.mark.django_db(transaction=True)
+class TestLockingSeveralPartitions:
+    """Two transactions appending to the same two partitions in opposite orders."""
+
+    def run_crossed_writers(self, *, lock_first: bool):
+        first = streams_in_partition(1, 2)
+        second = streams_in_partition(2, 2)
+        both_started = threading.Barrier(2)
+
+        def writer(streams):
+            if lock_first:
+                lock_partitions(streams)  # the second writer waits here
+            append(streams[0], [Counted(amount=1)], 0)
+            if not lock_first:
+                both_started.wait(5)  # each holds its first partition
+            time.sleep(0.1)
+            append(streams[1], [Counted(amount=1)], 0)
+
+        a, a_result = in_thread_transaction(writer, [first[0], second[0]])
+        b, b_result = in_thread_transaction(writer, [second[1], first[1]])
+        a.join(30)
+        b.join(30)
+        return [r.get("error") for r in (a_result, b_result)]
+
+    def test_without_ordered_locks_crossed_writers_deadlock(self):
+        errors = self.run_crossed_writers(lock_first=False)
+
+        assert any(error is not None and "deadlock" in str(error) for error in errors)
+
+    def test_locking_the_partitions_first_makes_them_queue_instead(self):
+        errors = self.run_crossed_writers(lock_first=True)
+
+        assert errors == [None, None]
+        assert Event.objects.count() == 4

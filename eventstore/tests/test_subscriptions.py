@@ -355,3 +355,56 @@ class TestWithARealWorker:
         assert set(handled_counts().values()) == {1}
         assert Tally.objects.get(stream_id=stream).total == count
         assert partition_for(stream) == 2
+
+
+@pytest.mark.django_db
+class TestBatchHooks:
+    def test_prepare_batch_sees_the_whole_batch_before_any_handler(self):
+        from eventstore.subscriptions import Subscription
+
+        seen = []
+        sub = Subscription(
+            name="eventstore_tests.prepared",
+            batch_size=3,
+            prepare_batch=lambda batch: seen.append(("batch", len(batch))),
+        )
+        sub.handlers["testapp.Counted"] = lambda r: seen.append(("event", r.version))
+        (stream,) = streams_in_partition(1, 1)
+        append(stream, [Counted(amount=1) for _ in range(4)], 0)
+
+        subscriptions.process_partition(1, [sub])
+
+        assert seen == [
+            ("batch", 3),
+            ("event", 1),
+            ("event", 2),
+            ("event", 3),
+            ("batch", 1),
+            ("event", 4),
+        ]
+
+    def test_a_caught_up_subscription_is_not_run(self, django_assert_num_queries):
+        (stream,) = streams_in_partition(1, 1)
+        append(stream, [Counted(amount=1)], 0)
+        subscriptions.process_partition(1, [tallies])
+
+        with django_assert_num_queries(2):  # the head and the checkpoints
+            assert subscriptions.process_partition(1, [tallies]) == 0
+
+    def test_catch_up_handles_events_that_handlers_append(self):
+        from eventstore.subscriptions import Subscription
+
+        chain = Subscription(name="eventstore_tests.chain")
+
+        def append_next(recorded):
+            if recorded.event.amount < 3:
+                target = f"tally-{uuid.uuid4()}"
+                append(target, [Counted(amount=recorded.event.amount + 1)], 0)
+
+        chain.handlers["testapp.Counted"] = append_next
+        append(f"tally-{uuid.uuid4()}", [Counted(amount=1)], 0)
+
+        handled = subscriptions.catch_up([chain, tallies])
+
+        assert sorted(Tally.objects.values_list("total", flat=True)) == [1, 2, 3]
+        assert handled == 6
