@@ -103,6 +103,14 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = int(
         os.environ.get("DATABASE_CONNECT_TIMEOUT", "5")
     )
+    # A hung worker must not hold a partition's lease (its checkpoint row
+    # lock) or a partition head forever: the server ends such sessions.
+    DATABASES["default"]["OPTIONS"]["options"] = (
+        "-c idle_in_transaction_session_timeout="
+        + os.environ.get("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "60000")
+        + " -c statement_timeout="
+        + os.environ.get("DATABASE_STATEMENT_TIMEOUT_MS", "60000")
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
