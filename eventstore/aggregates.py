@@ -15,7 +15,13 @@ from typing import ClassVar, Generic, TypeVar
 
 from .errors import AggregateNotFound, ConcurrencyError
 from .models import Snapshot
-from .store import NewEvent, RecordedEvent, append, read_stream
+from .store import (
+    NewEvent,
+    RecordedEvent,
+    append,
+    read_snapshot_and_stream,
+    read_stream,
+)
 
 T = TypeVar("T")
 A = TypeVar("A", bound="Aggregate")
@@ -83,16 +89,15 @@ class Repository(Generic[A]):
         cls = self.aggregate_class
         aggregate = cls(aggregate_id)
         if cls.snapshot_every:
-            snapshot = Snapshot.objects.filter(
-                stream_id=aggregate.stream_id,
-                schema_version=cls.snapshot_schema_version,
-            ).first()
-            if snapshot is not None:
-                aggregate.restore_state(snapshot.state)
-                aggregate.version = snapshot.version
-        for recorded in read_stream(
-            aggregate.stream_id, after_version=aggregate.version
-        ):
+            version, state, events = read_snapshot_and_stream(
+                aggregate.stream_id, snapshot_schema_version=cls.snapshot_schema_version
+            )
+            if state is not None:
+                aggregate.restore_state(state)
+                aggregate.version = version
+        else:
+            events = read_stream(aggregate.stream_id)
+        for recorded in events:
             aggregate.apply(recorded.event)
             aggregate.version = recorded.version
         if aggregate.version == 0:

@@ -34,7 +34,7 @@ from .errors import (
     EventStoreError,
     UnreadableEvent,
 )
-from .models import Event, PartitionHead
+from .models import Event, PartitionHead, Snapshot
 
 READ_BATCH_SIZE = 500
 
@@ -264,6 +264,45 @@ def read_stream(
         if len(batch) < batch_size:
             return
         after_version = batch[-1].version
+
+
+def read_snapshot_and_stream(
+    stream_id: str, *, snapshot_schema_version: int
+) -> tuple[int, dict | None, Iterator[RecordedEvent]]:
+    """Return a stream's usable snapshot (version, state) and the events after it.
+
+    On PostgreSQL the snapshot and the first batch of events come back in one
+    query. Without a snapshot, version is 0 and state None.
+    """
+    if connection.vendor != "postgresql":
+        snapshot = Snapshot.objects.filter(
+            stream_id=stream_id, schema_version=snapshot_schema_version
+        ).first()
+        version = snapshot.version if snapshot else 0
+        state = snapshot.state if snapshot else None
+        return version, state, read_stream(stream_id, after_version=version)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT s.version, s.state, {_E_COLUMNS} FROM (SELECT 1) AS one "
+            "LEFT JOIN eventstore_snapshot s"
+            " ON s.stream_id = %s AND s.schema_version = %s "
+            f"LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM eventstore_event"
+            " WHERE stream_id = %s AND version > coalesce(s.version, 0)"
+            " ORDER BY version LIMIT %s) AS e ON true ORDER BY e.version",
+            [stream_id, snapshot_schema_version, stream_id, READ_BATCH_SIZE],
+        )
+        rows = cursor.fetchall()
+    version, state = rows[0][0] or 0, rows[0][1]
+    if isinstance(state, str):
+        state = json.loads(state)
+    first_batch = [_recorded(row[2:]) for row in rows if row[2] is not None]
+
+    def events() -> Iterator[RecordedEvent]:
+        yield from first_batch
+        if len(first_batch) == READ_BATCH_SIZE:
+            yield from read_stream(stream_id, after_version=first_batch[-1].version)
+
+    return version, state, events()
 
 
 def stream_version(stream_id: str) -> int:
