@@ -34,6 +34,7 @@ from .store import RecordedEvent, metadata_context, read_partition
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[RecordedEvent], None]
+BatchHandler = Callable[[list[RecordedEvent]], None]
 
 MAX_BACKOFF_SECONDS = 300
 TRANSIENT_ATTEMPTS = 5
@@ -55,11 +56,17 @@ class Subscription:
     # never deadlock.
     prepare_batch: Callable[[list[RecordedEvent]], None] | None = None
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
+    # Instead of per-event handlers: one function given each whole batch of
+    # the event types in ``batch_types``, for read models written in bulk.
+    batch_handler: BatchHandler | None = None
+    batch_types: tuple[str, ...] = ()
 
     def handles(self, *event_classes: type) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of these event classes."""
 
         def register(handler: Handler) -> Handler:
+            if self.batch_handler is not None:
+                raise ValueError(f"{self.name} already has a batch handler")
             for cls in event_classes:
                 name = event_registry.event_type_of_class(cls).name
                 if name in self.handlers:
@@ -69,9 +76,29 @@ class Subscription:
 
         return register
 
+    def handles_batch(
+        self, *event_classes: type
+    ) -> Callable[[BatchHandler], BatchHandler]:
+        """Register the decorated function as the handler of whole batches.
+
+        It gets the batch's events of these classes, in partition order, and
+        must handle all of them (in bulk, typically) or raise.
+        """
+
+        def register(handler: BatchHandler) -> BatchHandler:
+            if self.handlers or self.batch_handler is not None:
+                raise ValueError(f"{self.name} already has handlers")
+            self.batch_handler = handler
+            self.batch_types = tuple(
+                event_registry.event_type_of_class(cls).name for cls in event_classes
+            )
+            return handler
+
+        return register
+
     @property
     def event_types(self) -> list[str]:
-        return sorted(self.handlers)
+        return sorted(self.batch_types or self.handlers)
 
 
 _subscriptions: dict[str, Subscription] = {}
@@ -111,7 +138,9 @@ def partitions() -> range:
 
 @dataclasses.dataclass
 class _HandlerFailed(Exception):
-    index: int
+    # Position in the batch of the event that failed; None when a batch
+    # handler failed somewhere in its batch.
+    index: int | None
     recorded: RecordedEvent | None
     sequence: int
     error: str
@@ -171,6 +200,8 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
         try:
             count, more = _handle_batch(sub, partition, sub.batch_size)
         except _HandlerFailed as failure:
+            if failure.index is None:
+                return handled + _handle_one_by_one(sub, partition)
             if failure.index > 0:
                 # Commit the events before the failing one, then stop there.
                 count, _ = _handle_batch(sub, partition, failure.index)
@@ -186,6 +217,21 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
         handled += count
         if not more:
             return handled
+
+
+def _handle_one_by_one(sub: Subscription, partition: int) -> int:
+    """Handle single-event batches until the failing event shows itself."""
+    handled = 0
+    for _ in range(sub.batch_size):
+        try:
+            count, more = _handle_batch(sub, partition, 1)
+        except _HandlerFailed as failure:
+            _record_failure(sub, partition, failure)
+            return handled
+        handled += count
+        if not more:
+            break
+    return handled
 
 
 def _is_transient(error: Exception) -> bool:
@@ -240,21 +286,10 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
             ) from error
         if events and sub.prepare_batch is not None:
             sub.prepare_batch(events)
-        for index, recorded in enumerate(events):
-            try:
-                with handling_context(recorded):
-                    sub.handlers[recorded.event_type](recorded)
-                    logger.debug(
-                        "%s handled %s %s v%s",
-                        sub.name,
-                        recorded.event_type,
-                        recorded.stream_id,
-                        recorded.version,
-                    )
-            except Exception as error:
-                raise _HandlerFailed(
-                    index, recorded, recorded.sequence, traceback.format_exc()
-                ) from error
+        if events and sub.batch_handler is not None:
+            _run_batch_handler(sub, events)
+        else:
+            _run_handlers(sub, events)
         full = len(events) == limit
         new_sequence = events[-1].sequence if full else head
         if new_sequence != checkpoint.sequence or checkpoint.is_stopped:
@@ -262,6 +297,38 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
             _clear_failure(checkpoint)
             checkpoint.save()
     return len(events), full
+
+
+def _run_handlers(sub: Subscription, events: list[RecordedEvent]) -> None:
+    for index, recorded in enumerate(events):
+        try:
+            with handling_context(recorded):
+                sub.handlers[recorded.event_type](recorded)
+                logger.debug(
+                    "%s handled %s %s v%s",
+                    sub.name,
+                    recorded.event_type,
+                    recorded.stream_id,
+                    recorded.version,
+                )
+        except Exception as error:
+            raise _HandlerFailed(
+                index, recorded, recorded.sequence, traceback.format_exc()
+            ) from error
+
+
+def _run_batch_handler(sub: Subscription, events: list[RecordedEvent]) -> None:
+    try:
+        sub.batch_handler(events)
+    except Exception as error:
+        if len(events) == 1:
+            raise _HandlerFailed(
+                0, events[0], events[0].sequence, traceback.format_exc()
+            ) from error
+        # Not known which event failed: the runner finds it one by one.
+        raise _HandlerFailed(
+            None, None, events[0].sequence, traceback.format_exc()
+        ) from error
 
 
 def _clear_failure(checkpoint: Checkpoint) -> None:

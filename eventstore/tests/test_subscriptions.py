@@ -408,3 +408,63 @@ class TestBatchHooks:
 
         assert sorted(Tally.objects.values_list("total", flat=True)) == [1, 2, 3]
         assert handled == 6
+
+
+@pytest.mark.django_db(transaction=True)
+class TestBatchHandlers:
+    def make_bulk_tallies(self, name):
+        from eventstore.subscriptions import Subscription
+
+        bulk = Subscription(name=name, batch_size=10)
+        batches = []
+
+        @bulk.handles_batch(Counted)
+        def add_all(batch):
+            batches.append(len(batch))
+            for recorded in batch:
+                if recorded.event.fail:
+                    raise RuntimeError(f"cannot add {recorded.version}")
+            for recorded in batch:
+                Handled.objects.create(
+                    event_id=recorded.event_id,
+                    stream_id=recorded.stream_id,
+                    version=recorded.version,
+                    partition=recorded.partition,
+                    sequence=recorded.sequence,
+                )
+
+        return bulk, batches
+
+    def test_a_batch_handler_gets_each_whole_batch_in_order(self):
+        bulk, batches = self.make_bulk_tallies("eventstore_tests.bulk")
+        (stream,) = streams_in_partition(1, 1)
+        append(stream, [Counted(amount=1) for _ in range(25)], 0)
+
+        subscriptions.process_partition(1, [bulk])
+
+        assert batches == [10, 10, 5]
+        versions = list(
+            Handled.objects.order_by("sequence").values_list("version", flat=True)
+        )
+        assert versions == list(range(1, 26))
+
+    def test_a_failing_batch_is_narrowed_down_to_the_failing_event(self):
+        bulk, _ = self.make_bulk_tallies("eventstore_tests.bulk_failing")
+        (stream,) = streams_in_partition(1, 1)
+        recorded = append(
+            stream, [Counted(amount=1, fail=(n == 7)) for n in range(1, 11)], 0
+        )
+
+        subscriptions.process_partition(1, [bulk])
+
+        stopped = Checkpoint.objects.get(subscription=bulk.name, partition=1)
+        assert Handled.objects.count() == 6  # the events before the failing one
+        assert stopped.failed_sequence == recorded[6].sequence
+        assert stopped.failed_event_id == recorded[6].event_id
+        assert "cannot add 7" in stopped.error
+
+    def test_a_subscription_has_handlers_or_a_batch_handler_not_both(self):
+        bulk, _ = self.make_bulk_tallies("eventstore_tests.bulk_only")
+
+        with pytest.raises(ValueError, match="batch handler"):
+            bulk.handles(Counted)(lambda recorded: None)
