@@ -18,6 +18,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from eventstore import nudges
+
 ROOT = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -115,6 +117,7 @@ def start_celery_worker(transactional_db):
     workers: list[CeleryWorker] = []
 
     def start(**options) -> CeleryWorker:
+        nudges.release_all()  # the worker reads the queue from scratch
         worker = CeleryWorker(connection.settings_dict["NAME"], **options).start()
         workers.append(worker)
         return worker

@@ -11,6 +11,7 @@ aggregate was loaded at, so a concurrent writer makes it raise
 import re
 import uuid
 from collections.abc import Callable
+from functools import cache
 from typing import ClassVar, Generic, TypeVar
 
 from .errors import AggregateNotFound, ConcurrencyError
@@ -19,8 +20,8 @@ from .store import (
     NewEvent,
     RecordedEvent,
     append,
-    read_snapshot_and_stream,
-    read_stream,
+    replay_snapshot_and_stream,
+    replay_stream,
 )
 
 T = TypeVar("T")
@@ -29,8 +30,10 @@ A = TypeVar("A", bound="Aggregate")
 DEFAULT_CONFLICT_ATTEMPTS = 10
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+@cache
+def _when_method(event_class: type) -> str:
+    """Return the name of the method applying an event class: ``_when_<snake>``."""
+    return "_when_" + re.sub(r"(?<!^)(?=[A-Z])", "_", event_class.__name__).lower()
 
 
 class Aggregate:
@@ -59,7 +62,7 @@ class Aggregate:
 
     def apply(self, event: object) -> None:
         """Change state by one event; never refuses (history is history)."""
-        getattr(self, f"_when_{_snake(type(event).__name__)}")(event)
+        getattr(self, _when_method(type(event)))(event)
 
     def _record(
         self, event: object, *, event_id: uuid.UUID | None = None, metadata=None
@@ -89,17 +92,17 @@ class Repository(Generic[A]):
         cls = self.aggregate_class
         aggregate = cls(aggregate_id)
         if cls.snapshot_every:
-            version, state, events = read_snapshot_and_stream(
+            version, state, events = replay_snapshot_and_stream(
                 aggregate.stream_id, snapshot_schema_version=cls.snapshot_schema_version
             )
             if state is not None:
                 aggregate.restore_state(state)
                 aggregate.version = version
         else:
-            events = read_stream(aggregate.stream_id)
-        for recorded in events:
-            aggregate.apply(recorded.event)
-            aggregate.version = recorded.version
+            events = replay_stream(aggregate.stream_id)
+        for version, event in events:
+            aggregate.apply(event)
+            aggregate.version = version
         if aggregate.version == 0:
             raise AggregateNotFound(aggregate.stream_id)
         return aggregate

@@ -96,17 +96,20 @@ def encode(event: object) -> tuple[str, int, dict]:
     return event_type.name, event_type.version, data
 
 
-def decode(name: str, schema_version: int, data: dict, *, position: str) -> object:
+def decode(
+    name: str, schema_version: int, data: dict, *, position: str | Callable[[], str]
+) -> object:
     """Build the current event object from stored JSON, upcasting old versions.
 
-    ``position`` names the stored event in errors.
+    ``position`` names the stored event in errors (a function is called only
+    when there is an error to report).
     """
     event_type = _by_name.get(name)
     if event_type is None:
-        raise UnknownEventType(f"unknown event type {name!r} at {position}")
+        raise UnknownEventType(f"unknown event type {name!r} at {_where(position)}")
     if schema_version > event_type.version:
         raise UnknownEventType(
-            f"{name!r} at {position} has schema version {schema_version}, "
+            f"{name!r} at {_where(position)} has schema version {schema_version}, "
             f"newer than this code's {event_type.version}"
         )
     while schema_version < event_type.version:
@@ -114,26 +117,80 @@ def decode(name: str, schema_version: int, data: dict, *, position: str) -> obje
         if step is None:
             raise UnknownEventType(
                 f"no upcaster for {name!r} from schema version {schema_version} "
-                f"at {position}"
+                f"at {_where(position)}"
             )
         data = step(dict(data))
         schema_version += 1
+    converters = _converters(event_type.cls)
     try:
-        hints = _field_types(event_type.cls)
-        if not isinstance(data, dict) or set(data) - set(hints):
-            raise ValueError(f"unexpected fields {sorted(set(data) - set(hints))}")
-        values = {key: _from_json(value, hints[key]) for key, value in data.items()}
+        if not isinstance(data, dict):
+            raise ValueError("data is not an object")
+        values = {key: converters[key](value) for key, value in data.items()}
         return event_type.cls(**values)
+    except KeyError as error:
+        reason = f"unexpected field {error}"
     except (TypeError, ValueError, AttributeError) as error:
-        raise EventDecodeError(
-            f"cannot decode {name!r} v{schema_version} at {position}: {error}"
-        ) from error
+        reason = str(error)
+    raise EventDecodeError(
+        f"cannot decode {name!r} v{schema_version} at {_where(position)}: {reason}"
+    )
+
+
+def _where(position: str | Callable[[], str]) -> str:
+    return position() if callable(position) else position
 
 
 @cache
-def _field_types(cls: type) -> dict[str, object]:
+def _converters(cls: type) -> dict[str, Callable]:
+    """Return, per field of an event class, the function that reads its JSON."""
     hints = typing.get_type_hints(cls)
-    return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+    return {
+        field.name: _converter(hints[field.name]) for field in dataclasses.fields(cls)
+    }
+
+
+def _converter(hint) -> Callable:
+    nullable = type(None) in typing.get_args(hint)
+    read = _reader(_without_none(hint))
+
+    def convert(value):
+        if value is None:
+            if nullable:
+                return None
+            raise ValueError("null where a value is required")
+        return read(value)
+
+    return convert
+
+
+def _reader(hint) -> Callable:
+    if hint is uuid.UUID:
+        return uuid.UUID
+    if hint is datetime.datetime:
+        return datetime.datetime.fromisoformat
+    if hint is datetime.date:
+        return datetime.date.fromisoformat
+    if hint is int:
+        return _read_int
+    if hint is str:
+        return _read_str
+    if typing.get_origin(hint) is tuple:
+        (item_hint, *_) = typing.get_args(hint)
+        item = _converter(item_hint)
+        return lambda values: tuple(item(value) for value in values)
+    return lambda value: value
+
+
+def _read_int(value):
+    if type(value) is not int:  # bool is an int subclass, and not an amount
+        raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
+def _read_str(value):
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
 
 
 def _to_json(value):
@@ -144,32 +201,6 @@ def _to_json(value):
     if isinstance(value, tuple):
         return [_to_json(item) for item in value]
     return value
-
-
-def _from_json(value, hint):
-    if value is None:
-        if _allows_none(hint):
-            return None
-        raise ValueError("null where a value is required")
-    hint = _without_none(hint)
-    if hint is uuid.UUID:
-        return uuid.UUID(value)
-    if hint is datetime.datetime:
-        return datetime.datetime.fromisoformat(value)
-    if hint is datetime.date:
-        return datetime.date.fromisoformat(value)
-    if hint is int and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError(f"{value!r} is not an integer")
-    if hint is str and not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a string")
-    if typing.get_origin(hint) is tuple:
-        (item_hint, *_) = typing.get_args(hint)
-        return tuple(_from_json(item, item_hint) for item in value)
-    return value
-
-
-def _allows_none(hint) -> bool:
-    return type(None) in typing.get_args(hint)
 
 
 def _without_none(hint):

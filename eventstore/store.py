@@ -21,6 +21,7 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -37,11 +38,14 @@ from .errors import (
 from .models import Event, PartitionHead, Snapshot
 
 READ_BATCH_SIZE = 500
+# Loading an aggregate reads few columns per event, so it fetches more at once.
+REPLAY_BATCH_SIZE = 5000
 
 _COLUMNS = (
     "id, stream_id, version, partition, sequence, event_type, schema_version, "
     "data, metadata, event_id, recorded_at"
 )
+_REPLAY_COLUMNS = "version, event_type, schema_version, data"
 _E_COLUMNS = ", ".join(f"e.{column}" for column in _COLUMNS.split(", "))
 
 
@@ -165,7 +169,14 @@ def _jsonable(value):
 
 
 def _append_postgresql(stream_id, partition, expected_version, rows):
-    with connection.cursor() as cursor:
+    # A plain psycopg cursor binds the arrays on the server, and psycopg
+    # prepares the statement after a few calls; Django's cursor would format
+    # every array into SQL text in Python on each append.
+    connection.ensure_connection()
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(connection.connection) as cursor,
+    ):
         cursor.execute(
             "SELECT outcome, id, event_id, version, sequence, recorded_at "
             "FROM eventstore_append(%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -266,13 +277,32 @@ def read_stream(
         after_version = batch[-1].version
 
 
-def read_snapshot_and_stream(
+def replay_stream(
+    stream_id: str, *, after_version: int = 0, batch_size: int = REPLAY_BATCH_SIZE
+) -> Iterator[tuple[int, object]]:
+    """Yield (version, event) of a stream in order: the lean read for loading."""
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_REPLAY_COLUMNS} FROM eventstore_event"
+                " WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s",
+                [stream_id, after_version, batch_size],
+            )
+            rows = cursor.fetchall()
+        yield from _replayed(stream_id, rows)
+        if len(rows) < batch_size:
+            return
+        after_version = rows[-1][0]
+
+
+def replay_snapshot_and_stream(
     stream_id: str, *, snapshot_schema_version: int
-) -> tuple[int, dict | None, Iterator[RecordedEvent]]:
+) -> tuple[int, dict | None, Iterator[tuple[int, object]]]:
     """Return a stream's usable snapshot (version, state) and the events after it.
 
-    On PostgreSQL the snapshot and the first batch of events come back in one
-    query. Without a snapshot, version is 0 and state None.
+    Events come as in ``replay_stream``. On PostgreSQL the snapshot and the
+    first batch of events come back in one query. Without a snapshot,
+    version is 0 and state None.
     """
     if connection.vendor != "postgresql":
         snapshot = Snapshot.objects.filter(
@@ -280,29 +310,44 @@ def read_snapshot_and_stream(
         ).first()
         version = snapshot.version if snapshot else 0
         state = snapshot.state if snapshot else None
-        return version, state, read_stream(stream_id, after_version=version)
+        return version, state, replay_stream(stream_id, after_version=version)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT s.version, s.state, {_E_COLUMNS} FROM (SELECT 1) AS one "
+            f"SELECT s.version, s.state, e.* FROM (SELECT 1) AS one "
             "LEFT JOIN eventstore_snapshot s"
             " ON s.stream_id = %s AND s.schema_version = %s "
-            f"LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM eventstore_event"
+            f"LEFT JOIN LATERAL (SELECT {_REPLAY_COLUMNS} FROM eventstore_event"
             " WHERE stream_id = %s AND version > coalesce(s.version, 0)"
             " ORDER BY version LIMIT %s) AS e ON true ORDER BY e.version",
-            [stream_id, snapshot_schema_version, stream_id, READ_BATCH_SIZE],
+            [stream_id, snapshot_schema_version, stream_id, REPLAY_BATCH_SIZE],
         )
         rows = cursor.fetchall()
     version, state = rows[0][0] or 0, rows[0][1]
     if isinstance(state, str):
         state = json.loads(state)
-    first_batch = [_recorded(row[2:]) for row in rows if row[2] is not None]
+    first_batch = [row[2:] for row in rows if row[2] is not None]
 
-    def events() -> Iterator[RecordedEvent]:
-        yield from first_batch
-        if len(first_batch) == READ_BATCH_SIZE:
-            yield from read_stream(stream_id, after_version=first_batch[-1].version)
+    def events() -> Iterator[tuple[int, object]]:
+        yield from _replayed(stream_id, first_batch)
+        if len(first_batch) == REPLAY_BATCH_SIZE:
+            yield from replay_stream(stream_id, after_version=first_batch[-1][0])
 
     return version, state, events()
+
+
+def _replayed(stream_id: str, rows) -> Iterator[tuple[int, object]]:
+    for version, name, schema_version, data in rows:
+        if isinstance(data, str):
+            data = json.loads(data)
+        yield (
+            version,
+            event_registry.decode(
+                name,
+                schema_version,
+                data,
+                position=lambda version=version: f"{stream_id} v{version}",
+            ),
+        )
 
 
 def stream_version(stream_id: str) -> int:
@@ -429,9 +474,13 @@ def _recorded(row) -> RecordedEvent:
         recorded_at = datetime.datetime.fromisoformat(recorded_at)
     if recorded_at.tzinfo is None:  # SQLite keeps naive UTC
         recorded_at = recorded_at.replace(tzinfo=datetime.UTC)
-    position = (
-        f"event {id_} ({stream_id} v{version}, partition {partition} seq {sequence})"
-    )
+
+    def position() -> str:
+        return (
+            f"event {id_} ({stream_id} v{version}, "
+            f"partition {partition} seq {sequence})"
+        )
+
     return RecordedEvent(
         id=id_,
         stream_id=stream_id,

@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import events as event_registry
+from . import nudges
 from .errors import ConcurrencyError, UnreadableEvent
 from .models import Checkpoint, PartitionHead, SkippedEvent
 from .store import RecordedEvent, metadata_context, read_partition
@@ -382,7 +383,7 @@ def _ensure_checkpoints(subs: Iterable[Subscription], parts: Iterable[int]) -> N
 def nudge_on_commit(partition: int) -> None:
     """Have the partition processed after this transaction commits, once."""
     if not connection.in_atomic_block:
-        _send_nudges({partition})
+        nudges.send({partition})
         return
     flusher = getattr(connection, "_eventstore_nudges", None)
     registered = flusher is not None and any(
@@ -400,18 +401,7 @@ class _NudgeFlusher:
         self.partitions: set[int] = set()
 
     def __call__(self):
-        _send_nudges(self.partitions)
-
-
-def _send_nudges(partitions: set[int]) -> None:
-    from .tasks import process_partition_task
-
-    for partition in sorted(partitions):
-        try:
-            process_partition_task.delay(partition)
-        except Exception:
-            # The sweep will find the partition; a lost nudge only delays.
-            logger.exception("could not nudge partition %s; the sweep will", partition)
+        nudges.send(self.partitions)
 
 
 def partitions_behind() -> list[int]:

@@ -8,11 +8,12 @@ lost message would have woken.
 from celery import shared_task
 
 # verification: imported to register its tasks with the worker.
-from . import subscriptions, verification  # noqa: F401
+from . import nudges, subscriptions, verification  # noqa: F401
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def process_partition_task(partition: int) -> int:
+    nudges.release(partition)
     return subscriptions.process_partition(partition)
 
 

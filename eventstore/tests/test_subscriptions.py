@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from eventstore import subscriptions
+from eventstore import nudges, subscriptions
 from eventstore.models import Checkpoint, Event, SkippedEvent
 from eventstore.store import append, partition_for
 from eventstore.tests.streams import streams_in_partition
@@ -280,6 +280,7 @@ def purge_broker_queue() -> None:
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(
         settings.CELERY_TASK_DEFAULT_QUEUE
     )
+    nudges.release_all()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -297,6 +298,21 @@ class TestDelivery:
             assert broker_queue_length() == 0  # nothing before commit
 
         assert broker_queue_length() == 2
+
+    def test_no_second_nudge_while_one_waits_in_the_queue(self):
+        purge_broker_queue()
+        first, second = streams_in_partition(1, 2)
+
+        with transaction.atomic():
+            append(first, [Counted(amount=1)], 0)
+        with transaction.atomic():
+            append(second, [Counted(amount=1)], 0)
+        waiting = broker_queue_length()
+        nudges.release(1)  # as the task does when a worker starts it
+        with transaction.atomic():
+            append(first, [Counted(amount=1)], 1)
+
+        assert (waiting, broker_queue_length()) == (1, 2)
 
     def test_a_rolled_back_transaction_sends_no_nudge(self):
         purge_broker_queue()
