@@ -146,3 +146,19 @@ def wait_until(condition, *, timeout: float = 30, interval: float = 0.1, message
 @pytest.fixture
 def wait_for():
     return wait_until
+
+
+@pytest.fixture(scope="session", autouse=True)
+def end_other_sessions_on_the_test_database(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, end sessions other processes left.
+
+    Worker processes and server subprocesses started by tests are stopped,
+    but PostgreSQL may not have noticed a killed one's connection yet; the
+    drop would then fail with "being accessed by other users".
+    """
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
