@@ -2,9 +2,10 @@
 
 Each loads the Account from its events, acts, and saves at the version it
 loaded, rerunning the whole command when another writer got there first
-(``retry_on_conflict``). Each runs inside the caller's transaction when there
-is one (a subscription handler calls these inside its own), in a savepoint
-of its own, and is never ``durable``. Refusals raise ``accounts.errors``.
+(``eventstore.aggregates.run_command``). Each runs inside the caller's
+transaction when there is one (a subscription handler calls these inside its
+own), and is never ``durable``. Refusals raise ``accounts.errors`` before
+anything is written.
 
 ``actor`` is a Django user, or ``None`` for the system; its id is recorded in
 the events' metadata (ids only: no personal data in events).
@@ -14,7 +15,7 @@ import uuid
 
 from django.db import transaction
 
-from eventstore.aggregates import Repository, retry_on_conflict
+from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
 from eventstore.store import append, event_exists
 
@@ -137,25 +138,23 @@ def close(*, account_id: uuid.UUID, actor) -> Account:
 
 def _move_money(account_id, actor, transfer: TransferStep | None, act) -> Account:
     def once() -> Account:
-        with transaction.atomic():
-            # A repeat of a transfer step is found before any rule runs: the
-            # step's event id is derived, not kept in the aggregate.
-            if transfer is not None and event_exists(transfer.event_id()):
-                return get_account(account_id)
-            account = get_account(account_id)
-            act(account)
-            _accounts.save(account, metadata=_metadata(actor))
-            return account
+        # A repeat of a transfer step is found before any rule runs: the
+        # step's event id is derived, not kept in the aggregate.
+        if transfer is not None and event_exists(transfer.event_id()):
+            return get_account(account_id)
+        account = get_account(account_id)
+        act(account)
+        _accounts.save(account, metadata=_metadata(actor))
+        return account
 
-    return retry_on_conflict(once)
+    return run_command(once)
 
 
 def _change(account_id, actor, act) -> Account:
     def once() -> Account:
-        with transaction.atomic():
-            account = get_account(account_id)
-            act(account)
-            _accounts.save(account, metadata=_metadata(actor))
-            return account
+        account = get_account(account_id)
+        act(account)
+        _accounts.save(account, metadata=_metadata(actor))
+        return account
 
-    return retry_on_conflict(once)
+    return run_command(once)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import ClassVar, Generic, TypeVar
 
+from django.db import connection, transaction
+
 from .errors import AggregateNotFound, ConcurrencyError
 from .models import Snapshot
 from .store import (
@@ -159,3 +161,19 @@ def retry_on_conflict(
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
+
+
+def run_command(
+    command: Callable[[], T], *, attempts: int = DEFAULT_CONFLICT_ATTEMPTS
+) -> T:
+    """Run a load-act-save command in the caller's transaction, or in its own.
+
+    Retried on conflict. Inside a caller's transaction (a subscription
+    handler's batch) there is no savepoint: a rule refuses before anything is
+    written and a conflict leaves the transaction usable, so there is nothing
+    to undo, and the batch saves the round trips.
+    """
+    if connection.in_atomic_block:
+        return retry_on_conflict(command, attempts=attempts)
+    with transaction.atomic():
+        return retry_on_conflict(command, attempts=attempts)

@@ -10,8 +10,6 @@ money at most once per (transfer, step) whatever happens.
 
 import uuid
 
-from django.db import connection, transaction
-
 from accounts import services as accounts
 from accounts.domain import TransferStep
 from accounts.errors import (
@@ -22,7 +20,7 @@ from accounts.errors import (
     InsufficientFunds,
     UnknownAccount,
 )
-from eventstore.aggregates import Repository, retry_on_conflict
+from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound
 
 from .domain import FailureReason, Status, Transfer
@@ -135,7 +133,7 @@ def transfer_debit(*, transfer_id: uuid.UUID) -> Transfer:
         _transfers.save(transfer)
         return transfer
 
-    return _in_transaction(once)
+    return run_command(once)
 
 
 def transfer_credit(*, transfer_id: uuid.UUID) -> Transfer:
@@ -169,17 +167,4 @@ def transfer_credit(*, transfer_id: uuid.UUID) -> Transfer:
         _transfers.save(transfer)
         return transfer
 
-    return _in_transaction(once)
-
-
-def _in_transaction(step) -> Transfer:
-    """Run a step in the caller's transaction, or in one of its own.
-
-    No savepoint around it: a refusal raises before the accounts service
-    writes anything, and a version conflict leaves the transaction usable,
-    so there is nothing to undo; the subscription batch saves the round trips.
-    """
-    if connection.in_atomic_block:
-        return retry_on_conflict(step)
-    with transaction.atomic():
-        return retry_on_conflict(step)
+    return run_command(once)

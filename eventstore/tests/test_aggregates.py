@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from eventstore.aggregates import Repository, retry_on_conflict
+from eventstore.aggregates import Repository, retry_on_conflict, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
 from eventstore.models import Snapshot
 from eventstore.tests.testapp.domain import Counter, CounterV2, UnsnapshottedCounter
@@ -129,3 +129,36 @@ def test_a_long_history_without_a_snapshot_is_read_in_several_batches():
     loaded = counters.load(counter.id)
 
     assert (loaded.total, loaded.version) == (1203, 1203)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_command_outside_a_transaction_is_all_or_nothing():
+    counter_id = counter_with([1])
+
+    def add_then_fail():
+        counter = counters.load(counter_id)
+        counter.add(5)
+        counters.save(counter)
+        raise RuntimeError("after the append")
+
+    with pytest.raises(RuntimeError):
+        run_command(add_then_fail)
+
+    assert counters.load(counter_id).total == 1
+
+
+def test_run_command_inside_a_transaction_retries_without_a_savepoint(
+    django_assert_num_queries,
+):
+    counter_id = counter_with([1])
+
+    def add_two():
+        counter = counters.load(counter_id)
+        counter.add(2)
+        counters.save(counter)
+        return counter
+
+    with django_assert_num_queries(1):  # the load; the append is server-bound
+        result = run_command(add_two)
+
+    assert result.total == 3
