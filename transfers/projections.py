@@ -13,7 +13,7 @@ exactly once, whatever their order across partitions:
     transfer refund      balances += a, in_transit -= a
 """
 
-from django.db.models import F
+import uuid
 
 from accounts.events import AccountOpened, Deposited, Withdrawn
 from eventstore.store import RecordedEvent
@@ -22,6 +22,13 @@ from eventstore.subscriptions import subscription
 from .events import Credited, Debited, Failed, Refunded, TransferRequested
 from .models import Totals, TotalsAccount, TransferSummary
 
+# Each handler takes whole batches: it reads the rows the batch touches in one
+# query per table, applies the events in order in Python and writes the rows
+# back in bulk, so a batch costs the same few queries however many events it
+# holds. One partition has one writer at a time and a stream lives in one
+# partition, so nobody else writes these rows meanwhile (the trial balance is
+# kept per partition for that reason).
+
 # Summary
 
 
@@ -29,67 +36,92 @@ def reset_summary() -> None:
     TransferSummary.objects.all().delete()
 
 
-summary = subscription("transfers.summary", batch_size=500, reset=reset_summary)
+summary = subscription(
+    "transfers.summary",
+    batch_size=1000,
+    reset=reset_summary,
+    read_models=(TransferSummary,),
+)
+
+# The columns an event after the request may change.
+_SUMMARY_CHANGING = [
+    "status",
+    "failure_reason",
+    "version",
+    "debited_at",
+    "completed_at",
+    "refunded_at",
+    "failed_at",
+]
 
 
-def _transfer_id(recorded: RecordedEvent):
+def _transfer_id(recorded: RecordedEvent) -> uuid.UUID:
     from .domain import Transfer
 
     return Transfer.id_from_stream(recorded.stream_id)
 
 
-@summary.handles(TransferRequested)
-def on_transfer_requested(recorded: RecordedEvent) -> None:
-    event: TransferRequested = recorded.event
-    TransferSummary.objects.create(
-        id=_transfer_id(recorded),
-        from_account=event.from_account,
-        to_account=event.to_account,
-        amount=event.amount,
-        currency=event.currency,
-        reference=event.reference,
-        requested_by=event.requested_by,
-        status=TransferSummary.Status.PENDING,
-        version=recorded.version,
-        created_at=recorded.recorded_at,
-    )
+class TransferAlreadyRequested(ValueError):
+    """A second request of a transfer already projected."""
 
 
-def _update(recorded: RecordedEvent, **values) -> None:
-    TransferSummary.objects.filter(id=_transfer_id(recorded)).update(
-        version=recorded.version, **values
-    )
+@summary.handles_batch(TransferRequested, Debited, Credited, Refunded, Failed)
+def on_transfer_batch(batch: list[RecordedEvent]) -> None:
+    ids = [_transfer_id(recorded) for recorded in batch]
+    rows = TransferSummary.objects.in_bulk(set(ids))
+    changed: dict[uuid.UUID, TransferSummary] = {}
+    for transfer_id, recorded in zip(ids, batch, strict=True):
+        event = recorded.event
+        cls = type(event)
+        row = rows.get(transfer_id)
+        if cls is TransferRequested:
+            if row is not None:
+                raise TransferAlreadyRequested(f"transfer {transfer_id} exists")
+            row = rows[transfer_id] = TransferSummary(
+                id=transfer_id,
+                from_account=event.from_account,
+                to_account=event.to_account,
+                amount=event.amount,
+                currency=event.currency,
+                reference=event.reference,
+                requested_by=event.requested_by,
+                status=TransferSummary.Status.PENDING,
+                version=recorded.version,
+                created_at=recorded.recorded_at,
+            )
+        elif row is None:
+            # A step of an unknown transfer changes nothing.
+            continue
+        else:
+            row.version = recorded.version
+            if cls is Debited:
+                row.status = TransferSummary.Status.DEBITED
+                row.debited_at = recorded.recorded_at
+            elif cls is Credited:
+                row.status = TransferSummary.Status.COMPLETED
+                row.completed_at = recorded.recorded_at
+            elif cls is Refunded:
+                row.refunded_at = recorded.recorded_at
+            else:
+                row.status = TransferSummary.Status.FAILED
+                row.failure_reason = event.reason
+                row.failed_at = recorded.recorded_at
+        changed[transfer_id] = row
+    if changed:
+        TransferSummary.objects.bulk_create(
+            changed.values(),
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=_SUMMARY_CHANGING,
+        )
 
 
-@summary.handles(Debited)
-def on_debited(recorded: RecordedEvent) -> None:
-    _update(
-        recorded, status=TransferSummary.Status.DEBITED, debited_at=recorded.recorded_at
-    )
-
-
-@summary.handles(Credited)
-def on_credited(recorded: RecordedEvent) -> None:
-    _update(
-        recorded,
-        status=TransferSummary.Status.COMPLETED,
-        completed_at=recorded.recorded_at,
-    )
-
-
-@summary.handles(Refunded)
-def on_refunded(recorded: RecordedEvent) -> None:
-    _update(recorded, refunded_at=recorded.recorded_at)
-
-
-@summary.handles(Failed)
-def on_failed(recorded: RecordedEvent) -> None:
-    _update(
-        recorded,
-        status=TransferSummary.Status.FAILED,
-        failure_reason=recorded.event.reason,
-        failed_at=recorded.recorded_at,
-    )
+# ``eventstore.verification`` replays through per-event handlers only: give it
+# each event as a batch of one until it calls batch handlers (the runner uses
+# the batch handler whenever there is one).
+summary.handlers.update(
+    dict.fromkeys(summary.batch_types, lambda recorded: on_transfer_batch([recorded]))
+)
 
 
 # Totals (the trial balance)
@@ -101,57 +133,111 @@ def reset_totals() -> None:
     _currencies.clear()
 
 
-totals = subscription("transfers.totals", batch_size=500, reset=reset_totals)
+totals = subscription(
+    "transfers.totals",
+    batch_size=1000,
+    reset=reset_totals,
+    read_models=(Totals, TotalsAccount),
+)
 
 # An account's currency never changes once its opening is stored, so a cache
 # filled from committed or about-to-commit rows is never wrong.
 _currencies: dict[str, str] = {}
 
-
-def _currency_of(stream_id: str) -> str:
-    currency = _currencies.get(stream_id)
-    if currency is None:
-        currency = TotalsAccount.objects.get(stream_id=stream_id).currency
-        _currencies[stream_id] = currency
-    return currency
+_FIGURES = ["balances", "in_transit", "deposited", "withdrawn"]
 
 
-@totals.handles(AccountOpened)
-def on_account_opened(recorded: RecordedEvent) -> None:
-    TotalsAccount.objects.create(
-        stream_id=recorded.stream_id, currency=recorded.event.currency
-    )
-
-
-def _add(recorded: RecordedEvent, *, balances: int, **changes: int) -> None:
-    currency = _currency_of(recorded.stream_id)
-    # One partition is handled by one worker at a time, so this row has one
-    # writer and the update-or-create below cannot race.
-    row = Totals.objects.filter(currency=currency, partition=recorded.partition)
-    increments = {"balances": F("balances") + balances}
-    increments.update({name: F(name) + value for name, value in changes.items()})
-    if not row.update(**increments):
-        Totals.objects.create(
-            currency=currency,
-            partition=recorded.partition,
-            balances=balances,
-            **changes,
+def _load_currencies(batch: list[RecordedEvent]) -> None:
+    """Put the currency of every account the batch moves money on in the cache."""
+    missing = {
+        recorded.stream_id
+        for recorded in batch
+        if type(recorded.event) is not AccountOpened
+        and recorded.stream_id not in _currencies
+    }
+    if missing:
+        _currencies.update(
+            TotalsAccount.objects.filter(stream_id__in=missing).values_list(
+                "stream_id", "currency"
+            )
         )
 
 
-@totals.handles(Deposited)
-def on_deposited(recorded: RecordedEvent) -> None:
-    event: Deposited = recorded.event
+def _changes(event) -> dict[str, int]:
+    """Return what a money event adds to its currency's figures."""
+    amount = event.amount
+    if type(event) is Deposited:
+        if event.transfer_id is None:
+            return {"balances": amount, "deposited": amount}
+        # A transfer's credit or refund: the amount arrives from transit.
+        return {"balances": amount, "in_transit": -amount}
     if event.transfer_id is None:
-        _add(recorded, balances=event.amount, deposited=event.amount)
-    else:  # a transfer's credit or refund: the amount arrives from transit
-        _add(recorded, balances=event.amount, in_transit=-event.amount)
+        return {"balances": -amount, "withdrawn": amount}
+    # A transfer's debit: the amount leaves for transit.
+    return {"balances": -amount, "in_transit": amount}
 
 
-@totals.handles(Withdrawn)
-def on_withdrawn(recorded: RecordedEvent) -> None:
-    event: Withdrawn = recorded.event
-    if event.transfer_id is None:
-        _add(recorded, balances=-event.amount, withdrawn=event.amount)
-    else:  # a transfer's debit: the amount leaves for transit
-        _add(recorded, balances=-event.amount, in_transit=event.amount)
+@totals.handles_batch(AccountOpened, Deposited, Withdrawn)
+def on_account_batch(batch: list[RecordedEvent]) -> None:
+    opened = [
+        TotalsAccount(stream_id=recorded.stream_id, currency=recorded.event.currency)
+        for recorded in batch
+        if type(recorded.event) is AccountOpened
+    ]
+    _load_currencies(batch)
+    # (currency, partition) -> figures to add, in order of first appearance.
+    sums: dict[tuple[str, int], dict[str, int]] = {}
+    opening: dict[str, str] = {}
+    for recorded in batch:
+        event = recorded.event
+        if type(event) is AccountOpened:
+            opening[recorded.stream_id] = event.currency
+            continue
+        currency = opening.get(recorded.stream_id) or _currencies.get(
+            recorded.stream_id
+        )
+        if currency is None:
+            raise TotalsAccount.DoesNotExist(
+                f"no currency known for {recorded.stream_id}"
+            )
+        figures = sums.setdefault(
+            (currency, recorded.partition), dict.fromkeys(_FIGURES, 0)
+        )
+        for name, value in _changes(event).items():
+            figures[name] += value
+    if opened:
+        # A second opening of a counted account breaks the primary key here.
+        TotalsAccount.objects.bulk_create(opened)
+        _currencies.update(opening)
+    if sums:
+        _add(sums)
+
+
+def _add(sums: dict[tuple[str, int], dict[str, int]]) -> None:
+    """Add figures to the trial balance rows, creating the missing ones."""
+    partitions = {partition for _, partition in sums}
+    stored = {
+        (row.currency, row.partition): row
+        for row in Totals.objects.filter(
+            currency__in={currency for currency, _ in sums},
+            partition__in=partitions,
+        )
+    }
+    updated, created = [], []
+    for key, figures in sums.items():
+        row = stored.get(key)
+        if row is None:
+            created.append(Totals(currency=key[0], partition=key[1], **figures))
+            continue
+        for name, value in figures.items():
+            setattr(row, name, getattr(row, name) + value)
+        updated.append(row)
+    if updated:
+        Totals.objects.bulk_update(updated, _FIGURES)
+    if created:
+        Totals.objects.bulk_create(created)
+
+
+totals.handlers.update(
+    dict.fromkeys(totals.batch_types, lambda recorded: on_account_batch([recorded]))
+)

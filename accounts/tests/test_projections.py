@@ -138,3 +138,42 @@ def test_a_customer_sees_only_their_own_accounts(
     project()
     assert [a.id for a in selectors.account_list(user=customer)] == [mine.id]
     assert selectors.account_list(user=auditor).count() == 2
+
+
+def test_a_batch_of_mixed_events_gives_the_rows_of_one_event_per_batch(
+    customer, other_customer, teller, operator, open_account, monkeypatch
+):
+    # Given accounts that go through every kind of event, several at once.
+    first = open_account(customer, balance=500)
+    second = open_account(other_customer, currency="USD", balance=70)
+    services.withdraw(account_id=first.id, amount=120, actor=teller, reference="x")
+    services.freeze(account_id=first.id, actor=operator)
+    services.deposit(
+        account_id=first.id,
+        amount=30,
+        actor=None,
+        transfer=TransferStep(uuid.uuid4(), "refund"),
+    )
+    services.unfreeze(account_id=first.id, actor=operator)
+    services.deposit(
+        account_id=second.id,
+        amount=5,
+        actor=None,
+        transfer=TransferStep(uuid.uuid4(), "credit"),
+    )
+    services.withdraw(account_id=second.id, amount=75, actor=teller)
+    services.close(account_id=second.id, actor=operator)
+    third = open_account(customer, balance=1)
+    sub = get_subscription("accounts.balances")
+
+    # When the read model is built one event per batch, then in one batch.
+    monkeypatch.setattr(sub, "batch_size", 1)
+    rebuild(sub.name)
+    one_by_one = rows()
+    monkeypatch.setattr(sub, "batch_size", 1000)
+    rebuild(sub.name)
+
+    # Then the rows are exactly the same.
+    assert rows() == one_by_one
+    assert len(one_by_one[0]) == 3 and len(one_by_one[1]) == 7
+    assert AccountBalance.objects.get(id=third.id).balance == 1

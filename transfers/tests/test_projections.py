@@ -5,7 +5,7 @@ import pytest
 from accounts import services as accounts
 from eventstore.subscriptions import catch_up, get_subscription, rebuild
 from transfers import selectors, services
-from transfers.models import Totals, TransferSummary
+from transfers.models import Totals, TotalsAccount, TransferSummary
 
 from .factories import make_user, open_account, run_process, run_projections
 
@@ -177,3 +177,60 @@ def test_the_independent_trial_balance_agrees_with_the_totals(accounts_pair):
     }
     totals = selectors.totals_snapshot()["currencies"]["EUR"]
     assert {k: figures["EUR"][k] for k in totals} == totals
+
+
+def _summary_rows() -> list[tuple]:
+    fields = [f.attname for f in TransferSummary._meta.fields]
+    return list(TransferSummary.objects.order_by("id").values_list(*fields))
+
+
+def _totals_rows() -> tuple[list[tuple], list[tuple]]:
+    return (
+        list(
+            Totals.objects.order_by("currency", "partition").values_list(
+                *[f.attname for f in Totals._meta.fields if f.name != "id"]
+            )
+        ),
+        list(TotalsAccount.objects.order_by("stream_id").values_list()),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "read"),
+    [("transfers.summary", _summary_rows), ("transfers.totals", _totals_rows)],
+)
+def test_a_batch_of_mixed_events_gives_the_rows_of_one_event_per_batch(
+    accounts_pair, monkeypatch, name, read
+):
+    # Given transfers that complete, fail at the debit, fail after it (refunded)
+    # and stay in transit, beside cash movements in two currencies.
+    alice, source, target = accounts_pair
+    usd = open_account(alice, currency="USD", balance=50)
+    accounts.withdraw(account_id=usd.id, amount=20, actor=None)
+    for amount in (100, 5000):
+        services.request_transfer(
+            actor=alice, from_account=source.id, to_account=target.id, amount=amount
+        )
+    run_process()
+    refunded = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=200
+    )
+    in_transit = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=open_account(alice).id, amount=1
+    )
+    services.transfer_debit(transfer_id=refunded.id)
+    accounts.freeze(account_id=target.id, actor=None)
+    run_process()
+    services.transfer_debit(transfer_id=in_transit.id)
+    sub = get_subscription(name)
+
+    # When the read model is built one event per batch, then in one batch.
+    monkeypatch.setattr(sub, "batch_size", 1)
+    rebuild(name)
+    one_by_one = read()
+    monkeypatch.setattr(sub, "batch_size", 1000)
+    rebuild(name)
+
+    # Then the rows are exactly the same.
+    assert read() == one_by_one
+    assert one_by_one[0]
