@@ -34,7 +34,7 @@ from eventstore import operations
 from eventstore.models import Event
 from eventstore.store import metadata_context
 
-from . import projections, selectors, services
+from . import selectors, services
 from .domain import MAX_REFERENCE_LENGTH, SUPPORTED_CURRENCIES, Account
 from .errors import BankError
 from .models import AccountBalance, LedgerEntry
@@ -44,10 +44,6 @@ from .permissions import (
     OPERATE_ACCOUNT,
     VIEW_ANY_ACCOUNT,
 )
-
-# The read models that ``accounts.balances`` rebuilds, for the verification.
-# (Belongs in ``projections.py`` as ``subscription(..., read_models=...)``.)
-projections.balances.read_models = (AccountBalance, LedgerEntry)
 
 # Digits after the decimal point, where a currency has other than two.
 MINOR_DIGITS = {"JPY": 0}

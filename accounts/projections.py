@@ -158,11 +158,3 @@ def _insert_ledger(rows: list[tuple]) -> None:
     ):
         for row in rows:
             copy.write_row(row)
-
-
-# ``eventstore.verification`` replays through per-event handlers only: give it
-# each event as a batch of one until it calls batch handlers (the runner uses
-# the batch handler whenever there is one).
-balances.handlers.update(
-    dict.fromkeys(balances.batch_types, lambda recorded: on_batch([recorded]))
-)

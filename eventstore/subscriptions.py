@@ -287,10 +287,7 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
             ) from error
         if events and sub.prepare_batch is not None:
             sub.prepare_batch(events)
-        if events and sub.batch_handler is not None:
-            _run_batch_handler(sub, events)
-        else:
-            _run_handlers(sub, events)
+        handle(sub, events)
         full = len(events) == limit
         new_sequence = events[-1].sequence if full else head
         if new_sequence != checkpoint.sequence or checkpoint.is_stopped:
@@ -298,6 +295,17 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
             _clear_failure(checkpoint)
             checkpoint.save()
     return len(events), full
+
+
+def handle(sub: Subscription, events: list[RecordedEvent]) -> None:
+    """Run a subscription's handlers over events, as the runner does.
+
+    For replays outside the runner (verification); raises on a failure.
+    """
+    if sub.batch_handler is not None:
+        _run_batch_handler(sub, events)
+    else:
+        _run_handlers(sub, events)
 
 
 def _run_handlers(sub: Subscription, events: list[RecordedEvent]) -> None:

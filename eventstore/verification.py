@@ -201,19 +201,16 @@ def _replay(sub: subscriptions.Subscription, cut: dict[int, int]) -> int:
             events = [e for e in events if e.sequence <= last]
             if not events:
                 break
-            for recorded in events:
-                if (partition, recorded.sequence) in skipped:
-                    continue
-                try:
-                    with subscriptions.handling_context(recorded):
-                        sub.handlers[recorded.event_type](recorded)
-                except Exception as error:
-                    raise CheckNotPossible(
-                        f"replaying {recorded.stream_id}@{recorded.version} "
-                        f"(partition {partition} sequence {recorded.sequence}) "
-                        f"failed: {error!r}"
-                    ) from error
-                handled += 1
+            replayed = [e for e in events if (partition, e.sequence) not in skipped]
+            try:
+                subscriptions.handle(sub, replayed)
+            except Exception as error:
+                reason = getattr(error, "error", None) or repr(error)
+                raise CheckNotPossible(
+                    f"replaying partition {partition} after sequence {after} "
+                    f"failed: {reason}"
+                ) from error
+            handled += len(replayed)
             after = events[-1].sequence
     return handled
 

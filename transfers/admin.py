@@ -37,14 +37,9 @@ from eventstore import charts, operations, verification
 from eventstore.models import CheckRun, Event
 from eventstore.store import metadata_context
 
-from . import projections, selectors, services, trial_balance
+from . import selectors, services, trial_balance
 from .domain import Transfer
-from .models import Totals, TotalsAccount, TransferSummary
-
-# The read models each subscription rebuilds, for the verification.
-# (Belongs in ``projections.py`` as ``subscription(..., read_models=...)``.)
-projections.summary.read_models = (TransferSummary,)
-projections.totals.read_models = (Totals, TotalsAccount)
+from .models import Totals, TransferSummary
 
 START_TRANSFER = "transfers.transfer_from_any_account"
 UNFINISHED = (TransferSummary.Status.PENDING, TransferSummary.Status.DEBITED)

@@ -116,14 +116,6 @@ def on_transfer_batch(batch: list[RecordedEvent]) -> None:
         )
 
 
-# ``eventstore.verification`` replays through per-event handlers only: give it
-# each event as a batch of one until it calls batch handlers (the runner uses
-# the batch handler whenever there is one).
-summary.handlers.update(
-    dict.fromkeys(summary.batch_types, lambda recorded: on_transfer_batch([recorded]))
-)
-
-
 # Totals (the trial balance)
 
 
@@ -236,8 +228,3 @@ def _add(sums: dict[tuple[str, int], dict[str, int]]) -> None:
         Totals.objects.bulk_update(updated, _FIGURES)
     if created:
         Totals.objects.bulk_create(created)
-
-
-totals.handlers.update(
-    dict.fromkeys(totals.batch_types, lambda recorded: on_account_batch([recorded]))
-)
