@@ -14,8 +14,10 @@ On SQLite (the embedded fallback) the same rules run in Python; SQLite
 serializes writers, so order is simple there.
 """
 
+import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import uuid
 import zlib
@@ -70,13 +72,36 @@ class RecordedEvent:
     event_type: str
     schema_version: int
     event: object
-    metadata: dict
+    # The metadata as stored: JSON text until someone reads ``metadata``
+    # (projections rarely do, and parsing it for every event is not free).
+    stored_metadata: dict | str
     event_id: uuid.UUID
     recorded_at: datetime.datetime
 
     @property
     def position(self) -> tuple[int, int]:
         return (self.partition, self.sequence)
+
+    @functools.cached_property
+    def metadata(self) -> dict:
+        if isinstance(self.stored_metadata, str):
+            return json.loads(self.stored_metadata)
+        return self.stored_metadata
+
+
+# Django reads timestamptz with a loader written in Python; a read of many
+# events uses psycopg's C loader instead (the session time zone is UTC).
+_TIMESTAMPTZ_LOADER = psycopg.adapters.get_loader(
+    psycopg.adapters.types["timestamptz"].oid, psycopg.pq.Format.TEXT
+)
+
+
+@contextlib.contextmanager
+def _reading_cursor():
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.cursor.adapters.register_loader("timestamptz", _TIMESTAMPTZ_LOADER)
+        yield cursor
 
 
 def partition_for(stream_id: str) -> int:
@@ -145,7 +170,7 @@ def append(
             event_type=name,
             schema_version=schema_version,
             event=new.event,
-            metadata=meta,
+            stored_metadata=meta,
             event_id=event_id,
             recorded_at=recorded_at,
         )
@@ -383,7 +408,7 @@ def read_partition(
         type_filter = f" AND event_type IN ({', '.join(['%s'] * len(event_types))})"
         params.extend(event_types)
     params.append(limit)
-    with connection.cursor() as cursor:
+    with _reading_cursor() as cursor:
         cursor.execute(
             f"SELECT {_E_COLUMNS}, head.sequence FROM "
             "(SELECT coalesce(max(sequence), 0) AS sequence"
@@ -445,7 +470,7 @@ def event_exists(event_id: uuid.UUID) -> bool:
 
 
 def _select(sql: str, params: list) -> list[RecordedEvent]:
-    with connection.cursor() as cursor:
+    with _reading_cursor() as cursor:
         cursor.execute(sql, params)
         return [_recorded(row) for row in cursor.fetchall()]
 
@@ -466,8 +491,6 @@ def _recorded(row) -> RecordedEvent:
     ) = row
     if isinstance(data, str):
         data = json.loads(data)
-    if isinstance(metadata, str):
-        metadata = json.loads(metadata)
     if isinstance(event_id, str):
         event_id = uuid.UUID(event_id)
     if isinstance(recorded_at, str):
@@ -490,7 +513,7 @@ def _recorded(row) -> RecordedEvent:
         event_type=name,
         schema_version=schema_version,
         event=event_registry.decode(name, schema_version, data, position=position),
-        metadata=metadata,
+        stored_metadata=metadata,
         event_id=event_id,
         recorded_at=recorded_at,
     )
