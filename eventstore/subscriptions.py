@@ -43,7 +43,7 @@ TRANSIENT_ATTEMPTS = 5
 
 @dataclasses.dataclass
 class Subscription:
-    """A named set of handlers, each for one event type."""
+    """A named set of handlers: one per event type, or one for whole batches."""
 
     name: str
     batch_size: int = 200
@@ -123,11 +123,6 @@ def get_subscription(name: str) -> Subscription:
 
 def all_subscriptions() -> list[Subscription]:
     return list(_subscriptions.values())
-
-
-def unregister(name: str) -> None:
-    """Forget a subscription (tests register temporary ones)."""
-    _subscriptions.pop(name, None)
 
 
 def partitions() -> range:
