@@ -9,8 +9,6 @@ urlpatterns = [
     path("api/", include("accounts.urls")),
     path("api/", include("transfers.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path(
-        "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"
-    ),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
 ]
