@@ -40,7 +40,7 @@ def lock_batch_partitions(batch: list[RecordedEvent]) -> None:
 
 
 process = subscription(
-    "transfers.process", batch_size=100, prepare_batch=lock_batch_partitions
+    "transfers.process", batch_size=25, prepare_batch=lock_batch_partitions
 )
 
 
