@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from eventstore import operations
+from eventstore.admin import ReadOnlyAdmin
 from eventstore.models import Event
 from eventstore.store import metadata_context
 
@@ -158,8 +159,18 @@ def log(request, obj, flag: int, message: str) -> None:
     )
 
 
+class AnyAccountViewer:
+    """Admin permission to see: the API's, whoever may view every account."""
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm(VIEW_ANY_ACCOUNT)
+
+    def has_module_permission(self, request):
+        return request.user.has_perm(VIEW_ANY_ACCOUNT)
+
+
 @admin.register(AccountBalance)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
     list_display = (
         "number",
         "owner",
@@ -195,12 +206,6 @@ class AccountAdmin(admin.ModelAdmin):
         return format_money(account.balance, account.currency)
 
     # Permissions: the API's, whatever the model permissions say.
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
-
-    def has_module_permission(self, request):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
 
     def has_add_permission(self, request):
         return request.user.has_perm(OPEN_ACCOUNT_FOR_OTHERS)
@@ -438,7 +443,7 @@ def log_opened(request, account) -> None:
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(AnyAccountViewer, ReadOnlyAdmin):
     list_display = (
         "recorded_at",
         "account",
@@ -454,7 +459,6 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     list_select_related = ("account",)
     ordering = ("-recorded_at",)
     show_full_result_count = False
-    actions = None
 
     @admin.display(description="amount", ordering="amount")
     def amount_money(self, entry: LedgerEntry) -> str:
@@ -463,21 +467,6 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     @admin.display(description="balance after", ordering="balance_after")
     def balance_after_money(self, entry: LedgerEntry) -> str:
         return format_money(entry.balance_after, entry.account.currency)
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
-
-    def has_module_permission(self, request):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # The operations page: money stranded on closed accounts (a refund of a

@@ -28,12 +28,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from accounts.admin import format_money, parse_money
+from accounts.admin import AnyAccountViewer, format_money, parse_money
 from accounts.domain import MAX_REFERENCE_LENGTH
 from accounts.errors import BankError
 from accounts.models import AccountBalance, LedgerEntry
-from accounts.permissions import VIEW_ANY_ACCOUNT
 from eventstore import charts, operations, verification
+from eventstore.admin import ReadOnlyAdmin
 from eventstore.models import CheckRun, Event
 from eventstore.store import metadata_context
 
@@ -114,7 +114,7 @@ class NewTransferForm(forms.Form):
 
 
 @admin.register(TransferSummary)
-class TransferAdmin(admin.ModelAdmin):
+class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
     list_display = (
         "short_id",
         "created_at",
@@ -221,12 +221,6 @@ class TransferAdmin(admin.ModelAdmin):
         )
 
     # Permissions: the API's.
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
-
-    def has_module_permission(self, request):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
 
     def has_add_permission(self, request):
         return request.user.has_perm(START_TRANSFER)
@@ -358,25 +352,9 @@ def _timeline(transfer_id: uuid.UUID) -> list[dict]:
 
 
 @admin.register(Totals)
-class TotalsAdmin(admin.ModelAdmin):
+class TotalsAdmin(AnyAccountViewer, ReadOnlyAdmin):
     list_display = ("currency", "partition", "balances", "in_transit", "deposited")
     list_filter = ("currency",)
-    actions = None
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
-
-    def has_module_permission(self, request):
-        return request.user.has_perm(VIEW_ANY_ACCOUNT)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # The operations page
