@@ -162,3 +162,75 @@ def end_other_sessions_on_the_test_database(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+# schemathesis over the OpenAPI schema (accounts/ and transfers/ test_schema.py)
+
+SCHEMA_MAX_EXAMPLES = 25
+
+
+def _schema_checks():
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    return [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    ]
+
+
+SCHEMA_CHECKS = _schema_checks()
+
+
+@pytest.fixture
+def wsgi_in_test_transaction(db):
+    """Keep the test's connection open across in-process WSGI calls.
+
+    Django closes connections when a request ends; its test client switches
+    that off, and so must a test that calls the WSGI app directly.
+    """
+    from django.core import signals
+    from django.db import close_old_connections
+
+    from banksite.wsgi import application
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield application
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def api_schema(wsgi_in_test_transaction):
+    """The API's OpenAPI schema, served in-process, for schemathesis."""
+    import schemathesis
+    from schemathesis import GenerationMode
+    from schemathesis.config import SchemathesisConfig
+
+    config = SchemathesisConfig()
+    config.projects.default.generation.update(
+        modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+    )
+    return schemathesis.openapi.from_wsgi(
+        "/api/schema/?format=json", wsgi_in_test_transaction, config=config
+    )
+
+
+@pytest.fixture
+def superuser_token(db):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.create_user(
+        "root", password="pw", is_superuser=True, is_staff=True
+    )
+    return Token.objects.create(user=user).key

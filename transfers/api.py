@@ -67,7 +67,7 @@ class TransfersApi(APIView):
         ],
         responses={
             200: paginated(TransferOutputSerializer, "PaginatedTransferList"),
-            **error_responses(400),
+            **error_responses(400, 404, codes={404: "No such page."}),
         },
     )
     def get(self, request):

@@ -8,71 +8,18 @@ Bounded: a few dozen examples per operation, no deadline per example.
 
 import pytest
 import schemathesis
-from django.core import signals
-from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from schemathesis import GenerationMode
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
-from schemathesis.config import SchemathesisConfig
 
 from accounts import services
-from banksite.wsgi import application
+from conftest import SCHEMA_CHECKS as CHECKS
+from conftest import SCHEMA_MAX_EXAMPLES as MAX_EXAMPLES
 
 from .conftest import make_user
 
-MAX_EXAMPLES = 25
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
-
-
-@pytest.fixture
-def wsgi_in_test_transaction(db):
-    """Keep the test's connection open across in-process WSGI calls.
-
-    Django closes connections when a request ends; its test client switches
-    that off, and so must a test that calls the WSGI app directly.
-    """
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield application
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
-
-
-@pytest.fixture
-def accounts_api_schema(wsgi_in_test_transaction):
-    config = SchemathesisConfig()
-    config.projects.default.generation.update(
-        modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
-    )
-    return schemathesis.openapi.from_wsgi(
-        "/api/schema/?format=json", wsgi_in_test_transaction, config=config
-    )
-
-
-# The transfers API runs its own copy of this test over its paths.
-schema = schemathesis.pytest.from_fixture("accounts_api_schema").include(
+# transfers/tests/test_schema.py runs the same over the transfers paths.
+schema = schemathesis.pytest.from_fixture("api_schema").include(
     path_regex=r"^/api/accounts"
 )
-
-
-@pytest.fixture
-def superuser_token(db):
-    from rest_framework.authtoken.models import Token
-
-    user = make_user("root", is_superuser=True, is_staff=True)
-    return Token.objects.create(user=user).key
 
 
 @pytest.fixture
