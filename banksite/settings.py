@@ -197,6 +197,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "eventstore.tasks.sweep_partitions",
         "schedule": float(os.environ.get("EVENTSTORE_SWEEP_SECONDS", "5")),
     },
+    "accounts-purge-idempotency-keys": {
+        "task": "accounts.tasks.purge_idempotency_keys",
+        "schedule": 3600.0,
+    },
 }
 
 # REST API (accounts.api and transfers.api). Token authentication comes first
