@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.events import Deposited
 from accounts.models import IdempotencyKey
+from accounts.tasks import purge_idempotency_keys
 from eventstore.store import read_stream
 
 from .test_api import client_for, post, url
@@ -120,6 +121,24 @@ def test_an_expired_key_is_claimed_afresh(teller, customer, open_account):
     again = post(client, url(account.id, "deposit"), {"amount": 1}, **headers)
     assert again.status_code == 200
     assert again.json()["balance"] == 2
+
+
+@pytest.mark.django_db
+def test_the_scheduled_purge_deletes_only_expired_keys(teller, customer, open_account):
+    account = open_account(customer)
+    client = client_for(teller)
+    for key in ("stale", "fresh"):
+        post(
+            client, url(account.id, "deposit"), {"amount": 1}, HTTP_IDEMPOTENCY_KEY=key
+        )
+    IdempotencyKey.objects.filter(key="stale").update(
+        expires_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
+
+    purged = purge_idempotency_keys.apply().get()
+
+    assert purged == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["fresh"]
 
 
 @pytest.mark.django_db
