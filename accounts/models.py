@@ -54,8 +54,10 @@ class LedgerEntry(models.Model):
         DEPOSIT = "deposit", "Deposit"
         WITHDRAWAL = "withdrawal", "Withdrawal"
 
+    # No index of its own: the unique (account, position) serves lookups by
+    # account, and every index slows the ledger's bulk inserts in a rebuild.
     account = models.ForeignKey(
-        AccountBalance, on_delete=models.CASCADE, related_name="ledger"
+        AccountBalance, on_delete=models.CASCADE, related_name="ledger", db_index=False
     )
     # The event's version in the account's stream: oldest first.
     position = models.PositiveIntegerField()
