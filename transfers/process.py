@@ -16,6 +16,8 @@ the partitions of every stream it will write, in partition order
 writers to other partitions never wait.
 """
 
+import logging
+
 from accounts.domain import Account
 from eventstore.store import RecordedEvent, lock_partitions
 from eventstore.subscriptions import subscription
@@ -39,6 +41,8 @@ def lock_batch_partitions(batch: list[RecordedEvent]) -> None:
     lock_partitions(streams)
 
 
+logger = logging.getLogger(__name__)
+
 process = subscription(
     "transfers.process", batch_size=25, prepare_batch=lock_batch_partitions
 )
@@ -46,9 +50,19 @@ process = subscription(
 
 @process.handles(TransferRequested)
 def on_transfer_requested(recorded: RecordedEvent) -> None:
-    services.transfer_debit(transfer_id=Transfer.id_from_stream(recorded.stream_id))
+    transfer_id = Transfer.id_from_stream(recorded.stream_id)
+    log_step(services.transfer_debit(transfer_id=transfer_id), "debit")
 
 
 @process.handles(Debited)
 def on_debited(recorded: RecordedEvent) -> None:
-    services.transfer_credit(transfer_id=Transfer.id_from_stream(recorded.stream_id))
+    transfer_id = Transfer.id_from_stream(recorded.stream_id)
+    log_step(services.transfer_credit(transfer_id=transfer_id), "credit")
+
+
+def log_step(transfer: Transfer, step: str) -> None:
+    """Log a step's outcome; the line carries the request's correlation id."""
+    reason = f" ({transfer.failure_reason})" if transfer.failure_reason else ""
+    logger.info(
+        "transfer %s: %s step done, %s%s", transfer.id, step, transfer.status, reason
+    )

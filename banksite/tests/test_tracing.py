@@ -63,13 +63,15 @@ def test_a_transfer_is_followed_by_its_correlation_id_into_the_worker_logs(
     assert len(types) >= 5, types  # requested, debit, debited, credit, completed
     requested = traced.order_by("id").first()
     assert requested.metadata["request_id"] == request_id
-    # ... and so do the worker's log lines for the work it did.
+    # ... and so do the worker's log lines for each step it ran.
     lines = wait_for(
         lambda: [
-            entry
+            entry["message"]
             for entry in worker_log_entries(worker)
             if entry["correlation_id"] == correlation_id
+            and "step done" in entry["message"]
         ],
         message="worker log lines with the correlation id",
     )
-    assert any("succeeded" in entry["message"] for entry in lines)
+    assert any(f"{transfer_id}: debit step done, debited" in line for line in lines)
+    assert any(f"{transfer_id}: credit step done, completed" in line for line in lines)
