@@ -12,6 +12,7 @@ import shutil
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import Group, User
+from playwright.sync_api import Error as PlaywrightError
 
 from conftest import ARTIFACTS, wait_until
 from eventstore.models import CheckRun
@@ -117,13 +118,27 @@ def test_a_teller_runs_a_transfer_and_the_books_balance(
     page.fill("#id_amount", "100.00")
     page.fill("#id_reference", "rent for May")
     page.click("input[type=submit]")
+
+    # The status and the ledgers are separate read models, caught up by
+    # separate tasks: wait for the debit and the credit in the timeline too.
+    def completed_with_both_ledger_rows() -> bool:
+        try:
+            status = _reloaded(page).locator(".transfer-status").inner_text()
+            timeline = page.locator("#timeline")
+            return (
+                "completed" in status
+                and timeline.get_by_text("account debit").count() == 1
+                and timeline.get_by_text("account credit").count() == 1
+            )
+        except PlaywrightError:
+            return False  # the pending page was refreshing itself; look again
+
     wait_until(
-        lambda: "completed" in _reloaded(page).locator(".transfer-status").inner_text(),
+        completed_with_both_ledger_rows,
         timeout=60,
         interval=0.5,
-        message="the transfer completes",
+        message="the transfer completes with a debit and a credit in the ledgers",
     )
-    assert page.locator("#timeline").get_by_text("account credit").count() == 1
     shot(page, "05-transfer-completed")
     page.goto(f"{base}/admin/transfers/transfersummary/")
     assert "100.00 EUR" in page.locator("#result_list").inner_text()
