@@ -434,22 +434,6 @@ def head_sequence(partition: int) -> int:
     return head.sequence if head else 0
 
 
-def read_all(
-    *, after_id: int = 0, batch_size: int = READ_BATCH_SIZE
-) -> Iterator[RecordedEvent]:
-    """Yield every event in global id order (each stream in version order)."""
-    while True:
-        batch = _select(
-            f"SELECT {_COLUMNS} FROM eventstore_event"
-            " WHERE id > %s ORDER BY id LIMIT %s",
-            [after_id, batch_size],
-        )
-        yield from batch
-        if len(batch) < batch_size:
-            return
-        after_id = batch[-1].id
-
-
 def read_events_by_id(event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
     """Return the stored events with these event ids, in stored order."""
     ids = list(
