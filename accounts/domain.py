@@ -34,6 +34,7 @@ from .errors import (
     InvalidAmount,
     InvalidReference,
     InvalidTransferStep,
+    UnknownAccount,
     UnsupportedCurrency,
 )
 from .events import AccountOpened, Closed, Deposited, Frozen, Unfrozen, Withdrawn
@@ -112,6 +113,16 @@ def validate_account_number(number: object) -> str:
     if not is_valid_account_number(number):
         raise InvalidAccountNumber(number=number)
     return number
+
+
+def parse_account_id(account_id: object) -> uuid.UUID:
+    """Return an account id as a UUID; a malformed one names no account."""
+    if isinstance(account_id, uuid.UUID):
+        return account_id
+    try:
+        return uuid.UUID(str(account_id))
+    except ValueError:
+        raise UnknownAccount(account=account_id) from None
 
 
 def validate_currency(currency: object) -> str:

@@ -17,7 +17,7 @@ from eventstore import events as event_registry
 from eventstore.models import Event
 from eventstore.store import read_stream
 
-from .domain import Account
+from .domain import Account, parse_account_id
 from .errors import UnknownAccount
 from .events import Deposited, Withdrawn
 from .models import AccountBalance, LedgerEntry
@@ -44,15 +44,6 @@ class BalanceAt:
     balance: int
     at: datetime.datetime
     version: int
-
-
-def _as_uuid(account_id) -> uuid.UUID:
-    if isinstance(account_id, uuid.UUID):
-        return account_id
-    try:
-        return uuid.UUID(str(account_id))
-    except ValueError:
-        raise UnknownAccount(account=account_id) from None
 
 
 def accounts_visible_to(user) -> QuerySet[AccountBalance]:
@@ -132,7 +123,7 @@ def account_detail(*, user, account_id) -> AccountRecord:
     An account opened a moment ago may not be projected yet: it is then
     shown from its events.
     """
-    account_id = _as_uuid(account_id)
+    account_id = parse_account_id(account_id)
     row = AccountBalance.objects.select_related("owner").filter(id=account_id).first()
     # The owner needs no permission lookup (the common case, and a cheap one).
     if row is not None and (row.owner_id == user.pk or user.has_perm(VIEW_ANY_ACCOUNT)):
@@ -149,7 +140,7 @@ def account_detail(*, user, account_id) -> AccountRecord:
 
 def require_visible(*, user, account_id) -> uuid.UUID:
     """Return the account id if ``user`` may see it; else ``UnknownAccount``."""
-    account_id = _as_uuid(account_id)
+    account_id = parse_account_id(account_id)
     if user.has_perm(VIEW_ANY_ACCOUNT):
         return account_id
     if AccountBalance.objects.filter(id=account_id, owner_id=user.pk).exists():
@@ -241,7 +232,7 @@ def balance_at(account_id, moment: datetime.datetime) -> BalanceAt:
         raise ValueError("the moment must carry a time zone")
     balance = 0
     version = 0
-    for recorded in read_stream(Account.stream_id_for(_as_uuid(account_id))):
+    for recorded in read_stream(Account.stream_id_for(parse_account_id(account_id))):
         if recorded.recorded_at > moment:
             break
         if isinstance(recorded.event, Deposited):

@@ -19,7 +19,12 @@ from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
 from eventstore.store import append, event_exists
 
-from .domain import Account, TransferStep, generate_account_number
+from .domain import (
+    Account,
+    TransferStep,
+    generate_account_number,
+    parse_account_id,
+)
 from .errors import AccountNumberTaken, UnknownAccount
 from .events import AccountNumberClaimed
 
@@ -35,19 +40,10 @@ def _metadata(actor) -> dict:
     return {"actor_id": actor_id} if actor_id is not None else {"actor": "system"}
 
 
-def _as_uuid(account_id) -> uuid.UUID:
-    if isinstance(account_id, uuid.UUID):
-        return account_id
-    try:
-        return uuid.UUID(str(account_id))
-    except ValueError:
-        raise UnknownAccount(account=account_id) from None
-
-
 def get_account(account_id) -> Account:
     """Load an account from its events; raise ``UnknownAccount`` if none."""
     try:
-        return _accounts.load(_as_uuid(account_id))
+        return _accounts.load(parse_account_id(account_id))
     except AggregateNotFound:
         raise UnknownAccount(account=account_id) from None
 
