@@ -19,7 +19,7 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -32,6 +32,7 @@ from django.utils.http import urlencode
 
 from eventstore import operations
 from eventstore.admin import ReadOnlyAdmin
+from eventstore.adminlog import log_staff_action
 from eventstore.models import Event
 from eventstore.store import metadata_context
 
@@ -147,16 +148,6 @@ ACTIONS = {
 def staff_metadata(request, reason: str):
     """Add the staff member's reason to every event the action appends."""
     return metadata_context(reason=reason or None, via="admin")
-
-
-def log(request, obj, flag: int, message: str) -> None:
-    LogEntry.objects.log_actions(
-        user_id=request.user.pk,
-        queryset=[obj],
-        action_flag=flag,
-        change_message=message,
-        single_object=True,
-    )
 
 
 class AnyAccountViewer:
@@ -281,9 +272,13 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
                     else f"{done} the account"
                 )
                 message = f"{what}. Reason: {reason}"
-                row = AccountBalance.objects.filter(id=account.id).first()
-                if row is not None:
-                    log(request, row, CHANGE, message)
+                log_staff_action(
+                    request,
+                    AccountBalance,
+                    object_id=account.id,
+                    object_repr=f"{account.number} {account.currency}",
+                    message=message,
+                )
                 messages.success(
                     request,
                     f"{what} {account.number}: balance "
@@ -430,15 +425,13 @@ def _usernames(events) -> dict:
 
 def log_opened(request, account) -> None:
     """Write an opening to the admin log (the read-model row may lag behind)."""
-    from django.contrib.contenttypes.models import ContentType
-
-    LogEntry.objects.create(
-        user_id=request.user.pk,
-        content_type=ContentType.objects.get_for_model(AccountBalance),
-        object_id=str(account.id),
+    log_staff_action(
+        request,
+        AccountBalance,
+        object_id=account.id,
         object_repr=f"{account.number} {account.currency}",
-        action_flag=ADDITION,
-        change_message=f"Opened account {account.number} ({account.currency}).",
+        message=f"Opened account {account.number} ({account.currency}).",
+        flag=ADDITION,
     )
 
 

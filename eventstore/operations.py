@@ -17,8 +17,7 @@ from itertools import groupby
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
-from django.contrib.contenttypes.models import ContentType
+from django.contrib.admin.models import ADDITION
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -26,7 +25,8 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from . import charts, subscriptions, verification
-from .models import Checkpoint, CheckRun
+from .adminlog import log_staff_action
+from .models import Checkpoint, CheckRun, SkippedEvent
 
 VIEW_PERMISSION = "eventstore.view_checkpoint"
 
@@ -150,16 +150,6 @@ def _back(request) -> HttpResponseRedirect:
     return HttpResponseRedirect(reverse("admin:operations"))
 
 
-def _log(request, obj, flag: int, message: str) -> None:
-    LogEntry.objects.log_actions(
-        user_id=request.user.pk,
-        queryset=[obj],
-        action_flag=flag,
-        change_message=message,
-        single_object=True,
-    )
-
-
 def _checkpoint(request) -> Checkpoint | None:
     try:
         partition = int(request.POST.get("partition", ""))
@@ -178,11 +168,13 @@ def retry(request):
         messages.error(request, "That partition is not stopped.")
         return _back(request)
     subscriptions.retry_partition(checkpoint.subscription, checkpoint.partition)
-    _log(
+    log_staff_action(
         request,
-        checkpoint,
-        CHANGE,
-        f"Retried {checkpoint} stopped at sequence {checkpoint.failed_sequence}.",
+        Checkpoint,
+        object_id=checkpoint.pk,
+        object_repr=str(checkpoint),
+        message=f"Retried {checkpoint} stopped at sequence "
+        f"{checkpoint.failed_sequence}.",
     )
     messages.success(
         request,
@@ -216,7 +208,14 @@ def skip(request):
     except (LookupError, ValueError) as error:
         messages.error(request, f"Not skipped: {error}")
         return _back(request)
-    _log(request, skipped, ADDITION, f"Skipped: {data['reason']}")
+    log_staff_action(
+        request,
+        SkippedEvent,
+        object_id=skipped.pk,
+        object_repr=str(skipped),
+        message=f"Skipped: {data['reason']}",
+        flag=ADDITION,
+    )
     messages.success(
         request,
         f"{skipped.subscription}[{skipped.partition}] skipped sequence "
@@ -255,12 +254,12 @@ def start_job(request, job: str):
         return _back(request)
     task.delay_on_commit(name, request.user.pk)
     # The run is recorded when it ends; the log says who asked for it.
-    LogEntry.objects.create(
-        user_id=request.user.pk,
-        content_type=ContentType.objects.get_for_model(CheckRun),
+    log_staff_action(
+        request,
+        CheckRun,
         object_repr=f"{label} of {name}"[:200],
-        action_flag=ADDITION,
-        change_message=f"Started a {label} of {name}.",
+        message=f"Started a {label} of {name}.",
+        flag=ADDITION,
     )
     messages.success(
         request,

@@ -16,9 +16,8 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.models import ADDITION, LogEntry
+from django.contrib.admin.models import ADDITION
 from django.contrib.admin.utils import unquote
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour
@@ -34,6 +33,7 @@ from accounts.errors import BankError
 from accounts.models import AccountBalance, LedgerEntry
 from eventstore import charts, operations, verification
 from eventstore.admin import ReadOnlyAdmin
+from eventstore.adminlog import log_staff_action
 from eventstore.models import CheckRun, Event
 from eventstore.store import metadata_context
 
@@ -256,13 +256,13 @@ class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
                     f"{format_money(transfer.amount, transfer.currency)} from "
                     f"{data['from_account'].number} to {data['to_account'].number}."
                 )
-                LogEntry.objects.create(
-                    user_id=request.user.pk,
-                    content_type=ContentType.objects.get_for_model(TransferSummary),
-                    object_id=str(transfer.id),
+                log_staff_action(
+                    request,
+                    TransferSummary,
+                    object_id=transfer.id,
                     object_repr=str(transfer.id),
-                    action_flag=ADDITION,
-                    change_message=message,
+                    message=message,
+                    flag=ADDITION,
                 )
                 messages.success(request, message)
                 return HttpResponseRedirect(
