@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 
 from . import environment
 
@@ -118,15 +117,8 @@ def free_port() -> int:
 
 
 def configure_environment() -> str:
-    configured = os.environ.get("DATABASE_URL", environment.DEFAULT_DATABASE_URL)
-    parts = urllib.parse.urlsplit(configured)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        raise SystemExit("the API bench needs PostgreSQL")
-    url = urllib.parse.urlunsplit(
-        parts._replace(path=f"/bench_api_{os.getpid()}", query="")
-    )
+    url = environment.point_at_bench_database("api")
     os.environ.update(
-        DATABASE_URL=url,
         DJANGO_SETTINGS_MODULE=SETTINGS,
         DEBUG="0",
         SECRET_KEY="bench-only-not-secret",
@@ -285,7 +277,7 @@ def main(argv=None) -> int:
         print(json.dumps(generate_load(json.loads(args.load))))
         return 0
     url = configure_environment()
-    broker, queue = environment.point_at_bench_queue()
+    broker, queue = environment.point_at_bench_queue("api")
     log(f"bench database {url.rsplit('/', 1)[1]}, queue {queue}")
     environment.create_database(url)
     try:

@@ -21,10 +21,11 @@ BENCH_REDIS_DB = 15
 RAW_TABLE = "bench_raw_event"
 
 
-def point_at_bench_database() -> str:
-    """Set ``DATABASE_URL`` to a new bench database on the configured server.
+def point_at_bench_database(bench: str = "eventstore") -> str:
+    """Set ``DATABASE_URL`` to a new database ``bench_<bench>_<pid>``.
 
-    Return its URL. Refuse anything but PostgreSQL: the figures are about it.
+    Return its URL. It lives on the configured server; refuse anything but
+    PostgreSQL: the figures are about it.
     """
     configured = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     parts = urllib.parse.urlsplit(configured)
@@ -32,18 +33,18 @@ def point_at_bench_database() -> str:
         raise SystemExit(
             f"the bench needs PostgreSQL; DATABASE_URL is {parts.scheme}://..."
         )
-    name = f"bench_eventstore_{os.getpid()}"
+    name = f"bench_{bench}_{os.getpid()}"
     url = urllib.parse.urlunsplit(parts._replace(path=f"/{name}", query=""))
     os.environ["DATABASE_URL"] = url
     return url
 
 
-def point_at_bench_queue() -> tuple[str, str]:
-    """Send the appends' Celery nudges to a queue no worker listens to."""
+def point_at_bench_queue(bench: str = "eventstore") -> tuple[str, str]:
+    """Send Celery's messages to a Redis database and queue of the bench's own."""
     configured = os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
     parts = urllib.parse.urlsplit(configured)
     broker = urllib.parse.urlunsplit(parts._replace(path=f"/{BENCH_REDIS_DB}"))
-    queue = f"bench-{uuid.uuid4().hex[:12]}"
+    queue = f"bench-{bench}-{uuid.uuid4().hex[:12]}"
     os.environ["CELERY_BROKER_URL"] = broker
     os.environ["CELERY_TASK_DEFAULT_QUEUE"] = queue
     return broker, queue

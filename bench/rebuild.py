@@ -264,11 +264,8 @@ def main(argv=None) -> None:
     # DEBUG off: Django would otherwise keep every query it ran.
     os.environ["DEBUG"] = "0"
     os.environ.setdefault("SECRET_KEY", f"bench-{uuid.uuid4().hex}")
-    database = environment.point_at_bench_database().replace(
-        "bench_eventstore_", "bench_rebuild_"
-    )
-    os.environ["DATABASE_URL"] = database
-    broker, queue = environment.point_at_bench_queue()
+    database = environment.point_at_bench_database("rebuild")
+    broker, queue = environment.point_at_bench_queue("rebuild")
     environment.create_database(database)
     try:
         import django

@@ -28,7 +28,6 @@ What it measures, in one run:
 """
 
 import argparse
-import contextlib
 import cProfile
 import functools
 import io
@@ -39,15 +38,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import environment
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bank"
-DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
-BENCH_REDIS_DB = 15
 TARGET_RATE = 50  # completed transfers per second with 2 workers
 STRETCH_RATE = 100
 TARGET_P95 = 1.0  # seconds, at half the rate reached
@@ -59,65 +56,6 @@ def log(message: str) -> None:
 
 def show(*lines: str) -> None:
     print("\n".join(lines), flush=True)
-
-
-# The bench's own database and queue, chosen before Django reads the settings.
-
-
-def point_at_bench_database() -> str:
-    configured = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    parts = urllib.parse.urlsplit(configured)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        raise SystemExit("the transfers bench needs PostgreSQL")
-    url = urllib.parse.urlunsplit(
-        parts._replace(path=f"/bench_transfers_{os.getpid()}", query="")
-    )
-    os.environ["DATABASE_URL"] = url
-    return url
-
-
-def point_at_bench_queue() -> tuple[str, str]:
-    configured = os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    parts = urllib.parse.urlsplit(configured)
-    broker = urllib.parse.urlunsplit(parts._replace(path=f"/{BENCH_REDIS_DB}"))
-    queue = f"bench-transfers-{uuid.uuid4().hex[:12]}"
-    os.environ["CELERY_BROKER_URL"] = broker
-    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = queue
-    os.environ["EVENTSTORE_SWEEP_SECONDS"] = "1"
-    return broker, queue
-
-
-def _server_url(database_url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(database_url)
-    return urllib.parse.urlunsplit(parts._replace(path="/postgres")), parts.path[1:]
-
-
-def create_database(database_url: str) -> None:
-    import psycopg
-
-    server, name = _server_url(database_url)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(database_url: str) -> None:
-    import psycopg
-
-    server, name = _server_url(database_url)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def clear_queue(broker: str, queue: str, *, everything: bool = False) -> None:
-    import redis
-
-    client = redis.Redis.from_url(broker)
-    with contextlib.closing(client):
-        keys = [queue]
-        if everything:
-            keys += list(client.scan_iter(match=f"*{queue}*"))
-        client.delete(*keys)
 
 
 # Celery workers
@@ -455,10 +393,11 @@ def main(argv=None) -> int:
     os.environ["DEBUG"] = "0"
     os.environ.setdefault("SECRET_KEY", "bench-only")
     os.environ["LOG_LEVEL"] = "WARNING"
-    database_url = point_at_bench_database()
-    broker, queue = point_at_bench_queue()
+    database_url = environment.point_at_bench_database("transfers")
+    broker, queue = environment.point_at_bench_queue("transfers")
+    os.environ["EVENTSTORE_SWEEP_SECONDS"] = "1"
     log(f"creating {database_url.rsplit('/', 1)[1]} ...")
-    create_database(database_url)
+    environment.create_database(database_url)
     workers: list[Worker] = []
     started = time.perf_counter()
     try:
@@ -492,7 +431,7 @@ def main(argv=None) -> int:
         log("raw appends ...")
         raw_count = 500 if args.quick else 2000
         append_rate = raw_appends(raw_count)
-        clear_queue(broker, queue)
+        environment.clear_queue(broker, queue)
         show("", f"raw append: {append_rate:7.0f} events/s (1 event/txn, 1 connection)")
 
         log(f"opening {args.accounts} accounts ...")
@@ -563,8 +502,8 @@ def main(argv=None) -> int:
             from django.db import connections
 
             connections.close_all()
-        drop_database(database_url)
-        clear_queue(broker, queue, everything=True)
+        environment.drop_database(database_url)
+        environment.clear_queue(broker, queue, everything=True)
         log("dropped the bench database and queue")
     return 0
 
