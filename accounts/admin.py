@@ -33,8 +33,8 @@ from django.utils.http import urlencode
 from eventstore import operations
 from eventstore.admin import ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
+from eventstore.context import metadata_context
 from eventstore.models import Event
-from eventstore.store import metadata_context
 
 from . import selectors, services
 from .domain import MAX_REFERENCE_LENGTH, SUPPORTED_CURRENCIES, Account

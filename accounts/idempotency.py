@@ -33,7 +33,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from eventstore.store import metadata_context
+from eventstore.context import metadata_context
 
 from .errors import BankError
 from .models import IdempotencyKey

@@ -39,7 +39,7 @@ def use_django_logging(**kwargs) -> None:
 @signals.before_task_publish.connect
 def send_trace_headers(headers: dict, **kwargs) -> None:
     """Put the sender's request and correlation ids in the task's headers."""
-    from eventstore.store import current_metadata
+    from eventstore.context import current_metadata
 
     metadata = current_metadata()
     for key, header in TRACE_HEADERS.items():
@@ -50,7 +50,7 @@ def send_trace_headers(headers: dict, **kwargs) -> None:
 @signals.task_prerun.connect
 def enter_trace_context(task, **kwargs) -> None:
     """Run the task inside the ids its sender put in the headers."""
-    from eventstore.store import metadata_context
+    from eventstore.context import metadata_context
 
     values = {
         key: getattr(task.request, header, None)

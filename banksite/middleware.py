@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.throttling import SimpleRateThrottle
 
-from eventstore.store import metadata_context
+from eventstore.context import metadata_context
 
 logger = logging.getLogger("banksite.request")
 

@@ -1,7 +1,6 @@
 """The metadata every event appended in this context carries.
 
 Kept free of Django imports so logging can read it while Django starts.
-``eventstore.store`` re-exports both functions; import them from there.
 """
 
 import contextlib

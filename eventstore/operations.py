@@ -202,9 +202,6 @@ def skip(request):
             reason=data["reason"],
             actor=request.user,
         )
-    except Checkpoint.DoesNotExist:
-        messages.error(request, "Not skipped: no such partition.")
-        return _back(request)
     except (LookupError, ValueError) as error:
         messages.error(request, f"Not skipped: {error}")
         return _back(request)

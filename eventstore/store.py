@@ -30,7 +30,7 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from . import events as event_registry
-from .context import current_metadata, metadata_context  # noqa: F401 (re-exported)
+from .context import current_metadata
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,

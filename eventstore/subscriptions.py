@@ -28,9 +28,10 @@ from django.utils import timezone
 
 from . import events as event_registry
 from . import nudges
+from .context import metadata_context
 from .errors import ConcurrencyError, UnreadableEvent
 from .models import Checkpoint, PartitionHead, SkippedEvent
-from .store import RecordedEvent, metadata_context, read_partition
+from .store import RecordedEvent, read_partition
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from accounts.models import AccountBalance, LedgerEntry
 from eventstore import charts, operations, verification
 from eventstore.admin import ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
+from eventstore.context import metadata_context
 from eventstore.models import CheckRun, Event
-from eventstore.store import metadata_context
 
 from . import selectors, services, trial_balance
 from .domain import Transfer

@@ -8,7 +8,8 @@ import pytest
 from django.db import transaction
 
 from banksite.logs import ContextFilter, JsonFormatter
-from eventstore.store import append, metadata_context, read_stream
+from eventstore.context import metadata_context
+from eventstore.store import append, read_stream
 from eventstore.tests.testapp.events import Counted
 from eventstore.tests.testapp.models import Tally
 

@@ -11,13 +11,13 @@ import uuid
 import pytest
 from django.db import DatabaseError, connection, transaction
 
+from eventstore.context import metadata_context
 from eventstore.errors import ConcurrencyError, DuplicateEventError, UnknownEventType
 from eventstore.models import Event
 from eventstore.store import (
     NewEvent,
     append,
     lock_partitions,
-    metadata_context,
     partition_for,
     read_partition,
     read_stream,
