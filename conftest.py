@@ -166,7 +166,17 @@ def end_other_sessions_on_the_test_database(django_db_setup, django_db_blocker):
 
 # schemathesis over the OpenAPI schema (accounts/ and transfers/ test_schema.py)
 
-SCHEMA_MAX_EXAMPLES = 25
+
+def schema_test_settings(test):
+    """Bound a schemathesis test: a few dozen examples, no deadline or database."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=25,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )(test)
 
 
 def _schema_checks():

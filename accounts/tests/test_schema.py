@@ -8,11 +8,10 @@ Bounded: a few dozen examples per operation, no deadline per example.
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 
 from accounts import services
 from conftest import SCHEMA_CHECKS as CHECKS
-from conftest import SCHEMA_MAX_EXAMPLES as MAX_EXAMPLES
+from conftest import schema_test_settings
 
 from .conftest import make_user
 
@@ -30,12 +29,7 @@ def existing_account(superuser_token):
 
 
 @schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@schema_test_settings
 def test_the_accounts_api_answers_as_its_schema_says(
     case, superuser_token, existing_account
 ):

@@ -6,10 +6,9 @@ The same checks as accounts/tests/test_schema.py, over /api/transfers and
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 
 from conftest import SCHEMA_CHECKS as CHECKS
-from conftest import SCHEMA_MAX_EXAMPLES as MAX_EXAMPLES
+from conftest import schema_test_settings
 from transfers import services
 
 from .factories import make_user, open_account
@@ -30,12 +29,7 @@ def existing_transfer(superuser_token):
 
 
 @schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@schema_test_settings
 def test_the_transfers_api_answers_as_its_schema_says(
     case, superuser_token, existing_transfer
 ):
