@@ -13,11 +13,40 @@ from functools import cache
 
 import redis
 from django.conf import settings
+from django.db import connection, transaction
 
 logger = logging.getLogger(__name__)
 
 # Longer than a nudge waits in a healthy queue; after it, appends nudge again.
 CLAIM_SECONDS = 10
+
+
+def send_on_commit(partition: int) -> None:
+    """Wake the partition's runner after this transaction commits, once.
+
+    One callback per transaction sends every partition it appended to. It is
+    found again among the connection's commit hooks, so a rolled-back
+    transaction (whose hooks Django discards) gets a new one next time.
+    """
+    if not connection.in_atomic_block:
+        send({partition})
+        return
+    pending = getattr(connection, "_eventstore_nudges", None)
+    if pending is None or not any(
+        callback is pending for _, callback, _ in connection.run_on_commit
+    ):
+        pending = _PendingNudges()
+        connection._eventstore_nudges = pending
+        transaction.on_commit(pending)
+    pending.partitions.add(partition)
+
+
+class _PendingNudges:
+    def __init__(self):
+        self.partitions: set[int] = set()
+
+    def __call__(self):
+        send(self.partitions)
 
 
 def send(partitions: set[int]) -> None:

@@ -30,6 +30,7 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from . import events as event_registry
+from . import nudges
 from .context import current_metadata
 from .errors import (
     ConcurrencyError,
@@ -157,9 +158,7 @@ def append(
         )
     if outcome == "duplicate":
         return read_events_by_id([row[0] for row in rows])
-    from .subscriptions import nudge_on_commit
-
-    nudge_on_commit(partition)
+    nudges.send_on_commit(partition)
     return [
         RecordedEvent(
             id=id_,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import psycopg.errors
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -384,30 +384,6 @@ def _ensure_checkpoints(subs: Iterable[Subscription], parts: Iterable[int]) -> N
 # Delivery
 
 
-def nudge_on_commit(partition: int) -> None:
-    """Have the partition processed after this transaction commits, once."""
-    if not connection.in_atomic_block:
-        nudges.send({partition})
-        return
-    flusher = getattr(connection, "_eventstore_nudges", None)
-    registered = flusher is not None and any(
-        callback is flusher for _, callback, _ in connection.run_on_commit
-    )
-    if not registered:
-        flusher = _NudgeFlusher()
-        connection._eventstore_nudges = flusher
-        transaction.on_commit(flusher)
-    flusher.partitions.add(partition)
-
-
-class _NudgeFlusher:
-    def __init__(self):
-        self.partitions: set[int] = set()
-
-    def __call__(self):
-        nudges.send(self.partitions)
-
-
 def partitions_behind() -> list[int]:
     """Return the partitions where some subscription has work it may do now."""
     subs = all_subscriptions()
@@ -481,7 +457,7 @@ def retry_partition(subscription_name: str, partition: int) -> None:
     Checkpoint.objects.filter(
         subscription=subscription_name, partition=partition
     ).update(retry_at=timezone.now())
-    nudge_on_commit(partition)
+    nudges.send_on_commit(partition)
 
 
 def skip_failed_event(
@@ -512,7 +488,7 @@ def skip_failed_event(
         checkpoint.sequence = checkpoint.failed_sequence
         _clear_failure(checkpoint)
         checkpoint.save()
-        nudge_on_commit(partition)
+        nudges.send_on_commit(partition)
     return skipped
 
 
