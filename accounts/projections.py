@@ -63,6 +63,19 @@ def account_id_of(recorded: RecordedEvent) -> uuid.UUID:
     return uuid.UUID(recorded.stream_id.removeprefix("account-"))
 
 
+def _account_ids(batch: list[RecordedEvent]) -> list[uuid.UUID]:
+    """Return each event's account id, parsing each stream id once.
+
+    A batch holds many events of few accounts, and a rebuild's batches are
+    large: parsing a UUID per event is a measurable part of a rebuild.
+    """
+    parsed: dict[str, uuid.UUID] = {}
+    for recorded in batch:
+        if recorded.stream_id not in parsed:
+            parsed[recorded.stream_id] = account_id_of(recorded)
+    return [parsed[recorded.stream_id] for recorded in batch]
+
+
 class UnknownAccount(LookupError):
     """A money event for an account whose opening was never projected."""
 
@@ -73,7 +86,7 @@ class AccountAlreadyOpened(ValueError):
 
 @balances.handles_batch(AccountOpened, Deposited, Withdrawn, Frozen, Unfrozen, Closed)
 def on_batch(batch: list[RecordedEvent]) -> None:
-    ids = [account_id_of(recorded) for recorded in batch]
+    ids = _account_ids(batch)
     accounts = AccountBalance.objects.in_bulk(set(ids))
     changed: dict[uuid.UUID, AccountBalance] = {}
     ledger: list[tuple] = []
