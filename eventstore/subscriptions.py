@@ -492,6 +492,15 @@ def skip_failed_event(
     return skipped
 
 
+# Rebuilding
+
+# A rebuild reads this many events at a time. More than a live batch: nobody
+# waits on a rebuild's batches, and each one costs a few round trips per read
+# model however many events it holds. Memory grows with this, not with the
+# number of events.
+REBUILD_BATCH_SIZE = 5000
+
+
 def rebuild(
     subscription_name: str, *, progress: Callable[[int], None] | None = None
 ) -> int:
@@ -500,34 +509,85 @@ def rebuild(
     Runs in one transaction, so readers see the old read model until the new
     one is complete. Return the number of events handled.
     """
-    sub = get_subscription(subscription_name)
-    if sub.reset is None:
-        raise ValueError(f"{subscription_name} has no reset and cannot be rebuilt")
-    _ensure_checkpoints([sub], partitions())
-    handled = 0
+    report = None
+    if progress is not None:
+
+        def report(name: str, count: int) -> None:
+            progress(count)
+
+    return rebuild_together([subscription_name], progress=report)[subscription_name]
+
+
+def rebuild_together(
+    names: Iterable[str], *, progress: Callable[[str, int], None] | None = None
+) -> dict[str, int]:
+    """Empty several subscriptions' read models and replay every event into them.
+
+    One pass: each partition is read once, in batches, and every batch goes
+    to each subscription with the events it handles, so rebuilding several
+    read models reads the event table once, not once each. Runs in one
+    transaction, so readers see the old read models until all the new ones
+    are complete. Return the number of events each subscription handled.
+    """
+    subs = [get_subscription(name) for name in dict.fromkeys(names)]
+    for sub in subs:
+        if sub.reset is None:
+            raise ValueError(f"{sub.name} has no reset and cannot be rebuilt")
+    event_types = sorted({name for sub in subs for name in sub.event_types})
+    types_of = {sub.name: set(sub.event_types) for sub in subs}
+    handled = dict.fromkeys(types_of, 0)
+    _ensure_checkpoints(subs, partitions())
     with transaction.atomic():
-        list(Checkpoint.objects.select_for_update().filter(subscription=sub.name))
-        sub.reset()
-        Checkpoint.objects.filter(subscription=sub.name).update(
-            sequence=0,
-            failed_sequence=None,
-            failed_event_id=None,
-            error="",
-            attempts=0,
-            failed_at=None,
-            retry_at=None,
-        )
+        checkpoints = Checkpoint.objects.filter(subscription__in=handled)
+        # Wait for the runners' batches to end; hold them off until commit.
+        list(checkpoints.select_for_update().order_by("subscription", "partition"))
+        for sub in subs:
+            sub.reset()
         for partition in partitions():
+            after = 0
             more = True
             while more:
                 try:
-                    count, more = _handle_batch(sub, partition, sub.batch_size)
-                except _HandlerFailed as failure:
+                    events, head = read_partition(
+                        partition,
+                        after_sequence=after,
+                        limit=REBUILD_BATCH_SIZE,
+                        event_types=event_types,
+                    )
+                except UnreadableEvent as error:
                     raise RuntimeError(
-                        f"rebuild of {sub.name} failed at partition {partition} "
-                        f"sequence {failure.sequence}: {failure.error}"
+                        f"rebuild failed at partition {partition} "
+                        f"sequence {error.sequence}: {error}"
                     ) from None
-                handled += count
-                if progress:
-                    progress(count)
+                for sub in subs:
+                    mine = [e for e in events if e.event_type in types_of[sub.name]]
+                    if mine:
+                        _rebuild_batch(sub, partition, mine)
+                        handled[sub.name] += len(mine)
+                        if progress:
+                            progress(sub.name, len(mine))
+                more = len(events) == REBUILD_BATCH_SIZE
+                after = events[-1].sequence if more else head
+            checkpoints.filter(partition=partition).update(
+                sequence=after,
+                failed_sequence=None,
+                failed_event_id=None,
+                error="",
+                attempts=0,
+                failed_at=None,
+                retry_at=None,
+                updated_at=timezone.now(),
+            )
     return handled
+
+
+def _rebuild_batch(sub: Subscription, partition: int, events: list) -> None:
+    try:
+        if sub.prepare_batch is not None:
+            sub.prepare_batch(events)
+        handle(sub, events)
+    except _HandlerFailed as failure:
+        raise RuntimeError(
+            f"rebuild of {sub.name} failed at partition {partition} "
+            f"sequence {failure.sequence}: {failure.error}"
+        ) from None

@@ -7,12 +7,13 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.db import models
 
 from accounts import services as accounts
 from accounts.errors import InsufficientFunds
 from accounts.models import AccountBalance, LedgerEntry
-from eventstore import verification
-from eventstore.models import CheckRun, Event
+from eventstore import subscriptions, verification
+from eventstore.models import Checkpoint, CheckRun, Event, PartitionHead
 from eventstore.subscriptions import catch_up
 from transfers import services as transfers
 from transfers import trial_balance
@@ -95,3 +96,58 @@ def test_verification_finds_corruption_repair_and_rebuild_fix_it(bank):
     assert "accounts.balances: 100%" in err.getvalue()  # tqdm's bar
     for name in PROJECTIONS:
         assert f"{name}: OK" in out.getvalue()
+
+
+def read_model_rows() -> dict[str, list[tuple]]:
+    """Return every row of the bank's read models, without auto-increment keys."""
+    rows = {}
+    for name in PROJECTIONS:
+        for model in subscriptions.get_subscription(name).read_models:
+            fields = [
+                field.attname
+                for field in model._meta.concrete_fields
+                if not isinstance(field, models.AutoField)
+            ]
+            rows[model._meta.label] = sorted(
+                model.objects.values_list(*fields), key=repr
+            )
+    return rows
+
+
+@pytest.mark.django_db
+def test_one_pass_rebuilds_the_same_rows_as_separate_rebuilds(bank, monkeypatch):
+    counts = {name: subscriptions.rebuild(name) for name in PROJECTIONS}
+    separately = read_model_rows()
+    Totals.objects.update(deposited=0)
+    LedgerEntry.objects.filter(account_id=bank[2]).delete()
+    # Small batches, so that every partition takes several.
+    monkeypatch.setattr(subscriptions, "REBUILD_BATCH_SIZE", 7)
+
+    handled = subscriptions.rebuild_together(PROJECTIONS)
+
+    assert read_model_rows() == separately
+    assert handled == counts
+    heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
+    for name in PROJECTIONS:
+        checkpoints = Checkpoint.objects.filter(subscription=name)
+        assert dict(checkpoints.values_list("partition", "sequence")) == heads
+        assert not checkpoints.exclude(failed_sequence=None).exists()
+
+
+@pytest.mark.django_db
+def test_a_failing_read_model_leaves_every_read_model_of_the_pass_as_it_was(
+    bank, monkeypatch
+):
+    before = read_model_rows()
+    summary = subscriptions.get_subscription("transfers.summary")
+
+    def fail(batch):
+        raise ValueError("broken handler")
+
+    monkeypatch.setattr(summary, "batch_handler", fail)
+
+    runs = verification.repair_together(PROJECTIONS)
+
+    assert [run.outcome for run in runs] == [CheckRun.Outcome.ERROR] * 3
+    assert "rebuild of transfers.summary failed" in runs[0].summary
+    assert read_model_rows() == before
