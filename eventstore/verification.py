@@ -12,7 +12,8 @@ the events (an auto-increment key, ``auto_now`` times) are not compared.
 
 Repair rebuilds the live read model in one transaction
 (``subscriptions.rebuild``), so readers see the old rows until the new ones
-are complete.
+are complete; ``repair_together`` rebuilds several in one pass over the
+events.
 
 Checks are functions registered by the apps that know what to compare (the
 bank's trial balance is one). A check that finds a difference is recorded as
@@ -300,20 +301,53 @@ def repair(
     name: str, *, requested_by=None, progress: Callable[[int], None] | None = None
 ) -> CheckRun:
     """Rebuild a subscription's live read model from the events."""
+    report = None
+    if progress is not None:
+
+        def report(_name: str, count: int) -> None:
+            progress(count)
+
+    (run,) = repair_together([name], requested_by=requested_by, progress=report)
+    return run
+
+
+def repair_together(
+    names: list[str],
+    *,
+    requested_by=None,
+    progress: Callable[[str, int], None] | None = None,
+) -> list[CheckRun]:
+    """Rebuild several live read models in one pass over the events.
+
+    One transaction for all (``subscriptions.rebuild_together``): they are
+    all rebuilt, or none is. Record a run for each, in the order given.
+    """
     started, clock = timezone.now(), time.monotonic()
     try:
-        handled = subscriptions.rebuild(name, progress=progress)
+        handled = subscriptions.rebuild_together(names, progress=progress)
     except (ValueError, RuntimeError, EventStoreError) as error:
-        return _record(
-            name, CheckRun.Kind.REPAIR, started, clock, requested_by, error=error
+        return [
+            _record(
+                name, CheckRun.Kind.REPAIR, started, clock, requested_by, error=error
+            )
+            for name in names
+        ]
+    return [
+        _record(
+            name,
+            CheckRun.Kind.REPAIR,
+            started,
+            clock,
+            requested_by,
+            CheckResult(
+                rows_checked=handled[name],
+                differences=0,
+                summary=f"rebuilt from {handled[name]} events",
+                details={"events": handled[name]},
+            ),
         )
-    result = CheckResult(
-        rows_checked=handled,
-        differences=0,
-        summary=f"rebuilt from {handled} events",
-        details={"events": handled},
-    )
-    return _record(name, CheckRun.Kind.REPAIR, started, clock, requested_by, result)
+        for name in names
+    ]
 
 
 # Checks

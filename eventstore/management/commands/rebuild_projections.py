@@ -1,7 +1,8 @@
-"""Rebuild read models from the events, with a progress bar.
+"""Rebuild read models from the events, with a progress bar each.
 
-Each rebuild runs in one transaction (``subscriptions.rebuild``): the API
-keeps reading the old rows until the new ones are complete and committed.
+The read models are rebuilt together, in one pass over the events and one
+transaction (``subscriptions.rebuild_together``): the API keeps reading the
+old rows until all the new ones are complete and committed.
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -41,13 +42,18 @@ class Command(BaseCommand):
                 f"cannot rebuild {', '.join(unknown)}; choose from "
                 f"{', '.join(rebuildable)}"
             )
+        runs = (
+            # One at a time, each reported as it ends.
+            (self._verify(name) for name in names or rebuildable)
+            if verify
+            else self._rebuild([rebuildable[name] for name in names or rebuildable])
+        )
         failed = False
-        for name in names or rebuildable:
-            run = self._verify(name) if verify else self._rebuild(rebuildable[name])
+        for run in runs:
             style = self.style.SUCCESS if run.ok else self.style.ERROR
             self.stdout.write(
                 style(
-                    f"{name}: {run.get_outcome_display()}, "
+                    f"{run.name}: {run.get_outcome_display()}, "
                     f"{run.summary} in {run.duration}"
                 )
             )
@@ -55,12 +61,25 @@ class Command(BaseCommand):
         if failed:
             raise CommandError("some projections failed; see above")
 
-    def _rebuild(self, sub: subscriptions.Subscription):
-        total = Event.objects.filter(event_type__in=sub.event_types).count()
-        with tqdm(
-            total=total, desc=sub.name, unit="ev", file=self.stderr, leave=True
-        ) as bar:
-            return verification.repair(sub.name, progress=bar.update)
+    def _rebuild(self, subs: list[subscriptions.Subscription]):
+        bars = {
+            sub.name: tqdm(
+                total=Event.objects.filter(event_type__in=sub.event_types).count(),
+                desc=sub.name,
+                unit="ev",
+                file=self.stderr,
+                leave=True,
+                position=position,
+            )
+            for position, sub in enumerate(subs)
+        }
+        try:
+            return verification.repair_together(
+                list(bars), progress=lambda name, count: bars[name].update(count)
+            )
+        finally:
+            for bar in bars.values():
+                bar.close()
 
     def _verify(self, name: str):
         self.stderr.write(f"verifying {name} ...")
