@@ -103,6 +103,11 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = int(
         os.environ.get("DATABASE_CONNECT_TIMEOUT", "5")
     )
+    # psycopg's default, which Django turns off for connection poolers (none
+    # here): a server-side bound statement run a few times on a connection is
+    # prepared. That is the event store's append; Django binds its own
+    # queries client-side, and those are never prepared.
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
     # A hung worker must not hold a partition's lease (its checkpoint row
     # lock) or a partition head forever: the server ends such sessions.
     DATABASES["default"]["OPTIONS"]["options"] = (

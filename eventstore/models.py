@@ -1,7 +1,8 @@
 """Tables of the event store.
 
 ``Event`` is the source of truth and append-only. ``PartitionHead`` hands out
-the per-partition sequence numbers that readers follow. ``Snapshot`` rows are
+the per-partition sequence numbers that readers follow. ``NudgeClaim`` says
+that a nudge for a partition is waiting for a worker. ``Snapshot`` rows are
 disposable caches of aggregate state. ``Checkpoint`` is a subscription's
 position in one partition, and the row whose lock is the lease on it.
 """
@@ -51,6 +52,16 @@ class PartitionHead(models.Model):
 
     def __str__(self):
         return f"partition {self.partition} at {self.sequence}"
+
+
+class NudgeClaim(models.Model):
+    """A partition's nudge sent and not yet picked up (see ``eventstore.nudges``)."""
+
+    partition = models.PositiveSmallIntegerField(primary_key=True)
+    claimed_at = models.DateTimeField(null=True)
+
+    def __str__(self):
+        return f"partition {self.partition} nudged at {self.claimed_at}"
 
 
 class Snapshot(models.Model):

@@ -3,7 +3,7 @@
 Order. Every stream lives in one partition (a stable hash of its id). Each
 partition has a head row holding its last sequence number; an append locks
 that row, takes the next numbers and inserts the events in one round trip
-(the ``eventstore_append`` function, migrations 0002 and 0005). The lock is held
+(the ``eventstore_append`` function, migrations 0002, 0005 and 0006). The lock is held
 until the appending transaction ends, so within a partition sequence order
 is commit order: a reader that has seen sequence ``n`` committed has seen
 every event before it, and sees each stream's versions in order, however
@@ -144,11 +144,12 @@ def append(
         )
     partition = partition_for(stream_id)
     if connection.vendor == "postgresql":
-        outcome, stored = _append_postgresql(
+        outcome, stored, nudge = _append_postgresql(
             stream_id, partition, expected_version, rows
         )
     else:
         outcome, stored = _append_portable(stream_id, partition, expected_version, rows)
+        nudge = True
 
     if outcome == "conflict":
         raise ConcurrencyError(stream_id, expected_version, stored)
@@ -158,7 +159,8 @@ def append(
         )
     if outcome == "duplicate":
         return read_events_by_id([row[0] for row in rows])
-    nudges.send_on_commit(partition)
+    if nudge:
+        nudges.send_on_commit(partition)
     return [
         RecordedEvent(
             id=id_,
@@ -193,33 +195,38 @@ def _jsonable(value):
 
 
 def _append_postgresql(stream_id, partition, expected_version, rows):
-    # A plain psycopg cursor binds the arrays on the server, and psycopg
-    # prepares the statement after a few calls; Django's cursor would format
-    # every array into SQL text in Python on each append.
+    # A plain psycopg cursor binds the parameters on the server, in binary,
+    # and psycopg prepares the statement after a few calls (settings:
+    # prepare_threshold). The events go as one JSON array, encoded in one
+    # call; arrays would be adapted element by element in Python.
+    events = Jsonb(
+        [
+            {
+                "event_id": str(event_id),
+                "event_type": name,
+                "schema_version": schema_version,
+                "data": data,
+                "metadata": meta,
+            }
+            for event_id, name, schema_version, data, meta in rows
+        ]
+    )
     connection.ensure_connection()
     with (
         connection.wrap_database_errors,
         psycopg.Cursor(connection.connection) as cursor,
     ):
         cursor.execute(
-            "SELECT outcome, id, event_id, version, sequence, recorded_at "
-            "FROM eventstore_append(%s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                stream_id,
-                partition,
-                expected_version,
-                [row[0] for row in rows],
-                [row[1] for row in rows],
-                [row[2] for row in rows],
-                [Jsonb(row[3]) for row in rows],
-                [Jsonb(row[4]) for row in rows],
-            ],
+            "SELECT outcome, id, event_id, version, sequence, recorded_at, nudge "
+            "FROM eventstore_append(%s, %s, %s, %s)",
+            [stream_id, partition, expected_version, events],
+            binary=True,
         )
         result = cursor.fetchall()
     outcome = result[0][0]
     if outcome == "conflict":
-        return outcome, result[0][3]
-    return outcome, [(r[1], r[3], r[4], r[5]) for r in result]
+        return outcome, result[0][3], False
+    return outcome, [(r[1], r[3], r[4], r[5]) for r in result], result[0][6]
 
 
 def _append_portable(stream_id, partition, expected_version, rows):

@@ -13,9 +13,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from eventstore import nudges, subscriptions
-from eventstore.models import Checkpoint, Event, SkippedEvent
+from eventstore.models import Checkpoint, Event, NudgeClaim, SkippedEvent
 from eventstore.store import append, partition_for
 from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.test_store import in_thread_transaction
 from eventstore.tests.testapp.events import Counted
 from eventstore.tests.testapp.models import Handled, Tally
 from eventstore.tests.testapp.projections import tallies
@@ -276,10 +277,14 @@ def broker_queue_length() -> int:
     return client.llen(settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
-def purge_broker_queue() -> None:
+def purge_broker_queue_only() -> None:
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(
         settings.CELERY_TASK_DEFAULT_QUEUE
     )
+
+
+def purge_broker_queue() -> None:
+    purge_broker_queue_only()
     nudges.release_all()
 
 
@@ -325,6 +330,52 @@ class TestDelivery:
             append(f"tally-{uuid.uuid4()}", [Counted(amount=1)], 0)
 
         assert broker_queue_length() == 1
+
+    def test_a_rolled_back_claim_lets_the_next_append_nudge(self):
+        purge_broker_queue()
+        first, second = streams_in_partition(1, 2)
+
+        with pytest.raises(RuntimeError), transaction.atomic():
+            append(first, [Counted(amount=1)], 0)
+            raise RuntimeError("roll back")
+        with transaction.atomic():
+            append(second, [Counted(amount=1)], 0)
+
+        assert broker_queue_length() == 1
+
+    def test_a_claim_whose_nudge_was_lost_expires(self):
+        purge_broker_queue()
+        first, second = streams_in_partition(1, 2)
+        append(first, [Counted(amount=1)], 0)
+        purge_broker_queue_only()  # the nudge is lost; its claim stays
+        NudgeClaim.objects.filter(partition=1).update(
+            claimed_at=timezone.now() - datetime.timedelta(seconds=11)
+        )
+
+        append(second, [Counted(amount=1)], 0)
+
+        assert broker_queue_length() == 1
+
+    def test_release_leaves_a_claim_that_an_open_transaction_just_took(self):
+        purge_broker_queue()
+        (stream,) = streams_in_partition(1, 1)
+        claimed = threading.Event()
+        released = threading.Event()
+
+        def append_and_wait():
+            append(stream, [Counted(amount=1)], 0)
+            claimed.set()
+            released.wait(10)
+
+        holder, held = in_thread_transaction(append_and_wait)
+        assert claimed.wait(10)
+        nudges.release(1)  # does not wait for the holder
+        released.set()
+        holder.join(10)
+
+        assert "error" not in held
+        assert NudgeClaim.objects.get(partition=1).claimed_at is not None
+        assert broker_queue_length() == 1  # the holder's own nudge
 
     def test_the_sweep_finds_partitions_with_work(self):
         (stream,) = streams_in_partition(6, 1)
