@@ -149,8 +149,10 @@ def append(
         )
     else:
         outcome, stored = _append_portable(stream_id, partition, expected_version, rows)
-        nudge = True
+        nudge = outcome == "appended"
 
+    if nudge:
+        nudges.send_on_commit(partition)
     if outcome == "conflict":
         raise ConcurrencyError(stream_id, expected_version, stored)
     if outcome == "partial_duplicate":
@@ -159,8 +161,6 @@ def append(
         )
     if outcome == "duplicate":
         return read_events_by_id([row[0] for row in rows])
-    if nudge:
-        nudges.send_on_commit(partition)
     return [
         RecordedEvent(
             id=id_,
@@ -224,9 +224,10 @@ def _append_postgresql(stream_id, partition, expected_version, rows):
         )
         result = cursor.fetchall()
     outcome = result[0][0]
+    outcome, nudge = result[0][0], result[0][6]
     if outcome == "conflict":
-        return outcome, result[0][3], False
-    return outcome, [(r[1], r[3], r[4], r[5]) for r in result], result[0][6]
+        return outcome, result[0][3], nudge
+    return outcome, [(r[1], r[3], r[4], r[5]) for r in result], nudge
 
 
 def _append_portable(stream_id, partition, expected_version, rows):

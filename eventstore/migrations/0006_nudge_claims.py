@@ -16,7 +16,7 @@ DROP FUNCTION eventstore_append(
     text, integer, integer, uuid[], text[], integer[], jsonb[], jsonb[]);
 
 -- p_events: a JSON array of {"event_id", "event_type", "schema_version",
--- "data", "metadata"}; one parameter that Python encodes in one call.
+-- "data", "metadata"}, which Python encodes in one call.
 CREATE FUNCTION eventstore_append(
     p_stream_id text,
     p_partition integer,
@@ -35,79 +35,79 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_count integer := jsonb_array_length(p_events);
-    v_event_ids uuid[] := ARRAY(
-        SELECT (x->>'event_id')::uuid FROM jsonb_array_elements(p_events) x);
     v_head bigint;
-    v_stored integer;
-    v_current integer;
     v_nudge boolean;
+    v_stored integer := 0;
+    v_current integer;
+    v_event_id uuid;
 BEGIN
-    -- Lock the head and take the numbers; the lock orders all writers of
-    -- this partition by commit.
-    UPDATE eventstore_partitionhead h SET sequence = h.sequence + v_count
-        WHERE h.partition = p_partition
-        RETURNING h.sequence - v_count INTO v_head;
-    IF NOT FOUND THEN
-        INSERT INTO eventstore_partitionhead (partition, sequence)
-            VALUES (p_partition, 0) ON CONFLICT (partition) DO NOTHING;
+    FOR attempt IN 1..2 LOOP
+        -- Lock the head and take the numbers; the lock orders all writers
+        -- of this partition by commit. With it, claim the partition's nudge
+        -- unless one younger than 10 seconds is waiting (eventstore.nudges).
+        WITH claim AS (
+            UPDATE eventstore_nudgeclaim c SET claimed_at = clock_timestamp()
+            WHERE c.partition = p_partition
+              AND (c.claimed_at IS NULL
+                   OR c.claimed_at < clock_timestamp() - interval '10 seconds')
+            RETURNING true
+        )
         UPDATE eventstore_partitionhead h SET sequence = h.sequence + v_count
             WHERE h.partition = p_partition
-            RETURNING h.sequence - v_count INTO v_head;
-    END IF;
+            RETURNING h.sequence - v_count, EXISTS (SELECT FROM claim)
+            INTO v_head, v_nudge;
+        EXIT WHEN FOUND;
+        -- The partition's first append.
+        INSERT INTO eventstore_partitionhead (partition, sequence)
+            VALUES (p_partition, 0) ON CONFLICT (partition) DO NOTHING;
+        INSERT INTO eventstore_nudgeclaim (partition)
+            VALUES (p_partition) ON CONFLICT (partition) DO NOTHING;
+    END LOOP;
 
-    SELECT count(*) INTO v_stored
-        FROM eventstore_event e WHERE e.event_id = ANY (v_event_ids);
-    IF v_stored = 0 THEN
-        SELECT coalesce(max(e.version), 0) INTO v_current
-            FROM eventstore_event e WHERE e.stream_id = p_stream_id;
-        IF v_current = p_expected_version THEN
-            -- Claim the partition's nudge unless one younger than 10 seconds
-            -- is waiting (eventstore.nudges).
-            UPDATE eventstore_nudgeclaim c SET claimed_at = clock_timestamp()
-                WHERE c.partition = p_partition
-                  AND (c.claimed_at IS NULL
-                       OR c.claimed_at < clock_timestamp() - interval '10 seconds');
-            v_nudge := FOUND;
-            IF NOT v_nudge AND NOT EXISTS (
-                SELECT FROM eventstore_nudgeclaim c WHERE c.partition = p_partition
-            ) THEN
-                INSERT INTO eventstore_nudgeclaim (partition, claimed_at)
-                    VALUES (p_partition, clock_timestamp())
-                    ON CONFLICT (partition) DO NOTHING;
-                v_nudge := FOUND;
-            END IF;
-            RETURN QUERY
-                INSERT INTO eventstore_event AS e (
-                    stream_id, version, partition, sequence, event_type,
-                    schema_version, data, metadata, event_id, recorded_at)
-                SELECT p_stream_id, p_expected_version + r.n, p_partition,
-                       v_head + r.n, r.x->>'event_type',
-                       (r.x->>'schema_version')::smallint, r.x->'data',
-                       r.x->'metadata', (r.x->>'event_id')::uuid,
-                       clock_timestamp()
-                FROM jsonb_array_elements(p_events) WITH ORDINALITY AS r(x, n)
-                RETURNING 'appended'::text, e.id, e.event_id, e.version::integer,
-                          e.sequence, e.recorded_at, v_nudge;
-            RETURN;
+    -- One lookup per event id: a query over all of them at once can keep a
+    -- plan made while the table was empty (a sequential scan).
+    FOR i IN 0 .. v_count - 1 LOOP
+        v_event_id := (p_events->i->>'event_id')::uuid;
+        IF EXISTS (SELECT FROM eventstore_event e WHERE e.event_id = v_event_id) THEN
+            v_stored := v_stored + 1;
         END IF;
+    END LOOP;
+    SELECT coalesce(max(e.version), 0) INTO v_current
+        FROM eventstore_event e WHERE e.stream_id = p_stream_id;
+
+    IF v_stored = 0 AND v_current = p_expected_version THEN
+        RETURN QUERY
+            INSERT INTO eventstore_event AS e (
+                stream_id, version, partition, sequence, event_type,
+                schema_version, data, metadata, event_id, recorded_at)
+            SELECT p_stream_id, p_expected_version + r.n, p_partition,
+                   v_head + r.n, r.x->>'event_type',
+                   (r.x->>'schema_version')::smallint, r.x->'data',
+                   r.x->'metadata', (r.x->>'event_id')::uuid, clock_timestamp()
+            FROM jsonb_array_elements(p_events) WITH ORDINALITY AS r(x, n)
+            RETURNING 'appended'::text, e.id, e.event_id, e.version::integer,
+                      e.sequence, e.recorded_at, v_nudge;
+        RETURN;
     END IF;
 
-    -- Refused: give the numbers back.
+    -- Refused: give the numbers back. A claim taken stays with the
+    -- transaction, which then nudges (harmless) if it commits.
     UPDATE eventstore_partitionhead h SET sequence = h.sequence - v_count
         WHERE h.partition = p_partition;
     IF v_stored = v_count THEN
         RETURN QUERY
             SELECT 'duplicate'::text, e.id, e.event_id, e.version::integer,
-                   e.sequence, e.recorded_at, false
+                   e.sequence, e.recorded_at, v_nudge
             FROM eventstore_event e
-            WHERE e.event_id = ANY (v_event_ids)
+            WHERE e.event_id IN (
+                SELECT (x->>'event_id')::uuid FROM jsonb_array_elements(p_events) x)
             ORDER BY e.id;
     ELSIF v_stored > 0 THEN
         RETURN QUERY SELECT 'partial_duplicate'::text, NULL::bigint, NULL::uuid,
-            NULL::integer, NULL::bigint, NULL::timestamptz, false;
+            NULL::integer, NULL::bigint, NULL::timestamptz, v_nudge;
     ELSE
         RETURN QUERY SELECT 'conflict'::text, NULL::bigint, NULL::uuid,
-            v_current, NULL::bigint, NULL::timestamptz, false;
+            v_current, NULL::bigint, NULL::timestamptz, v_nudge;
     END IF;
 END
 $$;
@@ -149,6 +149,12 @@ class Migration(migrations.Migration):
                 ),
                 ("claimed_at", models.DateTimeField(null=True)),
             ],
+        ),
+        # Every partition that has a head gets its claim row.
+        migrations.RunSQL(
+            "INSERT INTO eventstore_nudgeclaim (partition)"
+            " SELECT partition FROM eventstore_partitionhead",
+            reverse_sql=migrations.RunSQL.noop,
         ),
         migrations.RunPython(create, restore_0005),
     ]
