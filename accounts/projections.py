@@ -15,8 +15,7 @@ these rows meanwhile.
 
 import uuid
 
-from django.db import connection
-
+from eventstore.readmodels import insert_rows
 from eventstore.store import RecordedEvent
 from eventstore.subscriptions import subscription
 
@@ -146,28 +145,4 @@ def on_batch(batch: list[RecordedEvent]) -> None:
             update_fields=_CHANGING,
         )
     if ledger:
-        _insert_ledger(ledger)
-
-
-def _insert_ledger(rows: list[tuple]) -> None:
-    """Insert ledger rows, given as tuples in ``_LEDGER_COLUMNS`` order.
-
-    On PostgreSQL through COPY: a model instance and an INSERT parameter per
-    column cost more than the rest of a rebuild (see ``bench.rebuild``).
-    """
-    if connection.vendor != "postgresql":
-        LedgerEntry.objects.bulk_create(
-            LedgerEntry(**dict(zip(_LEDGER_COLUMNS, row, strict=True))) for row in rows
-        )
-        return
-    table = connection.ops.quote_name(LedgerEntry._meta.db_table)
-    columns = ", ".join(
-        connection.ops.quote_name(LedgerEntry._meta.get_field(name).column)
-        for name in _LEDGER_COLUMNS
-    )
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
+        insert_rows(LedgerEntry, _LEDGER_COLUMNS, ledger)
