@@ -16,6 +16,7 @@ exactly once, whatever their order across partitions:
 import uuid
 
 from accounts.events import AccountOpened, Deposited, Withdrawn
+from eventstore.readmodels import insert_rows
 from eventstore.store import RecordedEvent
 from eventstore.subscriptions import subscription
 
@@ -43,6 +44,7 @@ summary = subscription(
     read_models=(TransferSummary,),
 )
 
+_SUMMARY_FIELDS = [field.attname for field in TransferSummary._meta.concrete_fields]
 # The columns an event after the request may change.
 _SUMMARY_CHANGING = [
     "status",
@@ -69,6 +71,8 @@ class TransferAlreadyRequested(ValueError):
 def on_transfer_batch(batch: list[RecordedEvent]) -> None:
     ids = [_transfer_id(recorded) for recorded in batch]
     rows = TransferSummary.objects.in_bulk(set(ids))
+    # Rows requested in this batch are inserted; rows stored before, updated.
+    created: dict[uuid.UUID, TransferSummary] = {}
     changed: dict[uuid.UUID, TransferSummary] = {}
     for transfer_id, recorded in zip(ids, batch, strict=True):
         event = recorded.event
@@ -77,7 +81,7 @@ def on_transfer_batch(batch: list[RecordedEvent]) -> None:
         if cls is TransferRequested:
             if row is not None:
                 raise TransferAlreadyRequested(f"transfer {transfer_id} exists")
-            row = rows[transfer_id] = TransferSummary(
+            rows[transfer_id] = created[transfer_id] = TransferSummary(
                 id=transfer_id,
                 from_account=event.from_account,
                 to_account=event.to_account,
@@ -89,24 +93,34 @@ def on_transfer_batch(batch: list[RecordedEvent]) -> None:
                 version=recorded.version,
                 created_at=recorded.recorded_at,
             )
-        elif row is None:
+            continue
+        if row is None:
             # A step of an unknown transfer changes nothing.
             continue
+        row.version = recorded.version
+        if cls is Debited:
+            row.status = TransferSummary.Status.DEBITED
+            row.debited_at = recorded.recorded_at
+        elif cls is Credited:
+            row.status = TransferSummary.Status.COMPLETED
+            row.completed_at = recorded.recorded_at
+        elif cls is Refunded:
+            row.refunded_at = recorded.recorded_at
         else:
-            row.version = recorded.version
-            if cls is Debited:
-                row.status = TransferSummary.Status.DEBITED
-                row.debited_at = recorded.recorded_at
-            elif cls is Credited:
-                row.status = TransferSummary.Status.COMPLETED
-                row.completed_at = recorded.recorded_at
-            elif cls is Refunded:
-                row.refunded_at = recorded.recorded_at
-            else:
-                row.status = TransferSummary.Status.FAILED
-                row.failure_reason = event.reason
-                row.failed_at = recorded.recorded_at
-        changed[transfer_id] = row
+            row.status = TransferSummary.Status.FAILED
+            row.failure_reason = event.reason
+            row.failed_at = recorded.recorded_at
+        if transfer_id not in created:
+            changed[transfer_id] = row
+    if created:
+        insert_rows(
+            TransferSummary,
+            _SUMMARY_FIELDS,
+            [
+                tuple(getattr(row, name) for name in _SUMMARY_FIELDS)
+                for row in created.values()
+            ],
+        )
     if changed:
         TransferSummary.objects.bulk_create(
             changed.values(),
