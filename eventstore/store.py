@@ -145,7 +145,11 @@ def append(
     partition = partition_for(stream_id)
     if connection.vendor == "postgresql":
         outcome, stored, nudge = _append_postgresql(
-            stream_id, partition, expected_version, rows
+            stream_id,
+            partition,
+            expected_version,
+            rows,
+            check_ids=any(new.event_id is not None for new in new_events),
         )
     else:
         outcome, stored = _append_portable(stream_id, partition, expected_version, rows)
@@ -194,7 +198,7 @@ def _jsonable(value):
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def _append_postgresql(stream_id, partition, expected_version, rows):
+def _append_postgresql(stream_id, partition, expected_version, rows, *, check_ids):
     # A plain psycopg cursor binds the parameters on the server, in binary,
     # and psycopg prepares the statement after a few calls (settings:
     # prepare_threshold). The events go as one JSON array, encoded in one
@@ -218,8 +222,8 @@ def _append_postgresql(stream_id, partition, expected_version, rows):
     ):
         cursor.execute(
             "SELECT outcome, id, event_id, version, sequence, recorded_at, nudge "
-            "FROM eventstore_append(%s, %s, %s, %s)",
-            [stream_id, partition, expected_version, events],
+            "FROM eventstore_append(%s, %s, %s, %s, %s)",
+            [stream_id, partition, expected_version, events, check_ids],
             binary=True,
         )
         result = cursor.fetchall()

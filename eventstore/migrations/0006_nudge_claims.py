@@ -16,12 +16,15 @@ DROP FUNCTION eventstore_append(
     text, integer, integer, uuid[], text[], integer[], jsonb[], jsonb[]);
 
 -- p_events: a JSON array of {"event_id", "event_type", "schema_version",
--- "data", "metadata"}, which Python encodes in one call.
+-- "data", "metadata"}, which Python encodes in one call. p_check_ids: some
+-- event ids came from the caller and may be stored already; ids the store
+-- made itself (random UUIDs) are new, and the unique index stands behind that.
 CREATE FUNCTION eventstore_append(
     p_stream_id text,
     p_partition integer,
     p_expected_version integer,
-    p_events jsonb
+    p_events jsonb,
+    p_check_ids boolean
 ) RETURNS TABLE (
     outcome text,
     id bigint,
@@ -66,12 +69,16 @@ BEGIN
 
     -- One lookup per event id: a query over all of them at once can keep a
     -- plan made while the table was empty (a sequential scan).
-    FOR i IN 0 .. v_count - 1 LOOP
-        v_event_id := (p_events->i->>'event_id')::uuid;
-        IF EXISTS (SELECT FROM eventstore_event e WHERE e.event_id = v_event_id) THEN
-            v_stored := v_stored + 1;
-        END IF;
-    END LOOP;
+    IF p_check_ids THEN
+        FOR i IN 0 .. v_count - 1 LOOP
+            v_event_id := (p_events->i->>'event_id')::uuid;
+            IF EXISTS (
+                SELECT FROM eventstore_event e WHERE e.event_id = v_event_id
+            ) THEN
+                v_stored := v_stored + 1;
+            END IF;
+        END LOOP;
+    END IF;
     SELECT coalesce(max(e.version), 0) INTO v_current
         FROM eventstore_event e WHERE e.stream_id = p_stream_id;
 
@@ -114,7 +121,7 @@ $$;
 """
 
 RESTORE_SQL = """
-DROP FUNCTION eventstore_append(text, integer, integer, jsonb);
+DROP FUNCTION eventstore_append(text, integer, integer, jsonb, boolean);
 """
 
 
