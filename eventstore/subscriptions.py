@@ -57,6 +57,9 @@ class Subscription:
     # partitions here, in order (``store.lock_partitions``), so two batches
     # never deadlock.
     prepare_batch: Callable[[list[RecordedEvent]], None] | None = None
+    # Higher runs first in each pass over a partition: a process manager's
+    # next step should not wait behind read models.
+    priority: int = 0
     handlers: dict[str, Handler] = dataclasses.field(default_factory=dict)
     # Instead of per-event handlers: one function given each whole batch of
     # the event types in ``batch_types``, for read models written in bulk.
@@ -123,7 +126,8 @@ def get_subscription(name: str) -> Subscription:
 
 
 def all_subscriptions() -> list[Subscription]:
-    return list(_subscriptions.values())
+    """Return every subscription, highest priority first."""
+    return sorted(_subscriptions.values(), key=lambda sub: -sub.priority)
 
 
 def partitions() -> range:
@@ -195,7 +199,7 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
     transient_failures = 0
     while True:
         try:
-            count, more = _handle_batch(sub, partition, sub.batch_size)
+            count, _ = _handle_batch(sub, partition, sub.batch_size)
         except _HandlerFailed as failure:
             if failure.index is None:
                 return handled + _handle_one_by_one(sub, partition)
@@ -212,7 +216,9 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
             logger.info("retrying %s[%s] after %s", sub.name, partition, error)
             continue
         handled += count
-        if not more:
+        # A batch that handled something may have appended events to this
+        # very partition (a process manager's next step): look again.
+        if not count:
             return handled
 
 
@@ -281,9 +287,10 @@ def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, b
             raise _HandlerFailed(
                 error.index, None, error.sequence, str(error)
             ) from error
-        if events and sub.prepare_batch is not None:
-            sub.prepare_batch(events)
-        handle(sub, events)
+        if events:
+            if sub.prepare_batch is not None:
+                sub.prepare_batch(events)
+            handle(sub, events)
         full = len(events) == limit
         new_sequence = events[-1].sequence if full else head
         if new_sequence != checkpoint.sequence or checkpoint.is_stopped:

@@ -44,7 +44,10 @@ def lock_batch_partitions(batch: list[RecordedEvent]) -> None:
 logger = logging.getLogger(__name__)
 
 process = subscription(
-    "transfers.process", batch_size=25, prepare_batch=lock_batch_partitions
+    "transfers.process",
+    batch_size=25,
+    prepare_batch=lock_batch_partitions,
+    priority=1,
 )
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from eventstore import nudges, subscriptions
 from eventstore.models import Checkpoint, Event, NudgeClaim, SkippedEvent
-from eventstore.store import append, partition_for
+from eventstore.store import append, partition_for, read_stream
 from eventstore.tests.streams import streams_in_partition
 from eventstore.tests.test_store import in_thread_transaction
 from eventstore.tests.testapp.events import Counted
@@ -475,6 +475,28 @@ class TestBatchHooks:
 
         assert sorted(Tally.objects.values_list("total", flat=True)) == [1, 2, 3]
         assert handled == 6
+
+    def test_events_a_handler_appends_to_its_own_partition_are_handled_at_once(self):
+        from eventstore.subscriptions import Subscription
+
+        chain = Subscription(name="eventstore_tests.same_partition_chain")
+        (stream,) = streams_in_partition(1, 1)
+
+        def append_next(recorded):
+            if recorded.event.amount < 3:
+                append(
+                    stream,
+                    [Counted(amount=recorded.event.amount + 1)],
+                    recorded.version,
+                )
+
+        chain.handlers["testapp.Counted"] = append_next
+        append(stream, [Counted(amount=1)], 0)
+
+        handled = subscriptions.process_partition(1, [chain])
+
+        assert handled == 3
+        assert [e.event.amount for e in read_stream(stream)] == [1, 2, 3]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,7 +4,8 @@ import pytest
 
 from accounts import services as accounts
 from accounts.errors import CurrencyMismatch, InvalidAmount, InvalidReference
-from eventstore.store import read_stream
+from eventstore.store import partition_for, read_stream
+from eventstore.subscriptions import all_subscriptions, process_partition
 from transfers import services
 from transfers.domain import Status, Transfer
 from transfers.errors import SameAccount, TransferAccountUnknown
@@ -57,6 +58,22 @@ def test_the_process_debits_then_credits(alice, bob):
 
     assert services.get_transfer(transfer.id).status == Status.COMPLETED
     assert (balance(source), balance(target)) == (700, 300)
+
+
+def test_one_pass_over_the_transfers_partition_debits_and_credits(alice, bob):
+    source = open_account(alice, balance=1000)
+    target = open_account(bob)
+    transfer = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=300
+    )
+
+    # What a worker's task does with the nudge: the process manager runs
+    # first, and its credit step does not wait for another nudge.
+    subscriptions = all_subscriptions()
+    process_partition(partition_for(Transfer.stream_id_for(transfer.id)))
+
+    assert subscriptions[0].name == "transfers.process"
+    assert services.get_transfer(transfer.id).status == Status.COMPLETED
 
 
 def test_the_reference_goes_into_both_ledgers_events(alice, bob):
