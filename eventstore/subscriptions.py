@@ -588,7 +588,9 @@ def rebuild_together(
     return handled
 
 
-def _rebuild_batch(sub: Subscription, partition: int, events: list) -> None:
+def _rebuild_batch(
+    sub: Subscription, partition: int, events: list[RecordedEvent]
+) -> None:
     try:
         if sub.prepare_batch is not None:
             sub.prepare_batch(events)
