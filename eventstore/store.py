@@ -38,7 +38,7 @@ from .errors import (
     EventStoreError,
     UnreadableEvent,
 )
-from .models import Event, PartitionHead, Snapshot
+from .models import Event, NudgeClaim, PartitionHead, Snapshot
 
 READ_BATCH_SIZE = 500
 # Loading an aggregate reads few columns per event, so it fetches more at once.
@@ -275,6 +275,22 @@ def _append_portable(stream_id, partition, expected_version, rows):
     return "appended", [(e.pk, e.version, e.sequence, e.recorded_at) for e in created]
 
 
+def create_partitions(partitions: Iterable[int]) -> None:
+    """Create the head and nudge claim rows of partitions that have none.
+
+    A partition's first append creates them too; an append to a partition
+    with a head but no claim row would never nudge (only the sweep would
+    find its events), so the two are always created together.
+    """
+    partitions = list(partitions)
+    PartitionHead.objects.bulk_create(
+        [PartitionHead(partition=p) for p in partitions], ignore_conflicts=True
+    )
+    NudgeClaim.objects.bulk_create(
+        [NudgeClaim(partition=p) for p in partitions], ignore_conflicts=True
+    )
+
+
 def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
     """Lock the heads of these streams' partitions, in partition order.
 
@@ -286,9 +302,7 @@ def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
     wanted = sorted({partition_for(stream_id) for stream_id in stream_ids})
     if not wanted:
         return []
-    PartitionHead.objects.bulk_create(
-        [PartitionHead(partition=p) for p in wanted], ignore_conflicts=True
-    )
+    create_partitions(wanted)
     return list(
         PartitionHead.objects.select_for_update()
         .filter(partition__in=wanted)

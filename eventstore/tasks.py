@@ -9,6 +9,7 @@ from celery import shared_task
 
 # verification: imported to register its tasks with the worker.
 from . import nudges, subscriptions, verification  # noqa: F401
+from .store import create_partitions
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -19,6 +20,8 @@ def process_partition_task(partition: int) -> int:
 
 @shared_task(name="eventstore.tasks.sweep_partitions", ignore_result=True)
 def sweep_partitions() -> list[int]:
+    # Puts back a nudge claim row someone deleted (appends would not nudge).
+    create_partitions(subscriptions.partitions())
     behind = subscriptions.partitions_behind()
     for partition in behind:
         process_partition_task.delay(partition)

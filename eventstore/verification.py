@@ -42,7 +42,7 @@ from django.utils import timezone
 from . import subscriptions
 from .errors import EventStoreError
 from .models import Checkpoint, CheckRun, PartitionHead, SkippedEvent
-from .store import read_partition
+from .store import create_partitions, read_partition
 
 logger = logging.getLogger(__name__)
 
@@ -384,10 +384,7 @@ def caught_up_cut(names: list[str]) -> Iterator[dict[int, int]]:
     partition is stopped.
     """
     subs = [subscriptions.get_subscription(name) for name in names]
-    PartitionHead.objects.bulk_create(
-        [PartitionHead(partition=p) for p in subscriptions.partitions()],
-        ignore_conflicts=True,
-    )
+    create_partitions(subscriptions.partitions())
     with transaction.atomic():
         for sub in subs:
             _freeze(sub)

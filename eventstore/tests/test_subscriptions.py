@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from eventstore import nudges, subscriptions
 from eventstore.models import Checkpoint, Event, NudgeClaim, SkippedEvent
-from eventstore.store import append, partition_for, read_stream
+from eventstore.store import append, lock_partitions, partition_for, read_stream
+from eventstore.tasks import sweep_partitions
 from eventstore.tests.streams import streams_in_partition
 from eventstore.tests.test_store import in_thread_transaction
 from eventstore.tests.testapp.events import Counted
@@ -351,6 +352,27 @@ class TestDelivery:
         NudgeClaim.objects.filter(partition=1).update(
             claimed_at=timezone.now() - datetime.timedelta(seconds=11)
         )
+
+        append(second, [Counted(amount=1)], 0)
+
+        assert broker_queue_length() == 1
+
+    def test_a_partition_locked_before_its_first_append_still_nudges(self):
+        purge_broker_queue()
+        (stream,) = streams_in_partition(3, 1)
+
+        with transaction.atomic():
+            lock_partitions([stream])
+            append(stream, [Counted(amount=1)], 0)
+
+        assert broker_queue_length() == 1
+
+    def test_the_sweep_puts_back_a_deleted_claim_row(self):
+        first, second = streams_in_partition(3, 2)
+        append(first, [Counted(amount=1)], 0)
+        NudgeClaim.objects.all().delete()
+        sweep_partitions()  # run here: the nudges it sends are dropped below
+        purge_broker_queue()
 
         append(second, [Counted(amount=1)], 0)
 
