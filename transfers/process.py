@@ -43,9 +43,12 @@ def lock_batch_partitions(batch: list[RecordedEvent]) -> None:
 
 logger = logging.getLogger(__name__)
 
+# A batch locks the partitions of every account it touches until it commits,
+# so a small batch keeps other workers' batches (and requests) waiting less:
+# python -m bench.transfers measured 10 faster than 25 or 5, and with a lower p95.
 process = subscription(
     "transfers.process",
-    batch_size=25,
+    batch_size=10,
     prepare_batch=lock_batch_partitions,
     priority=1,
 )
