@@ -302,10 +302,17 @@ def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
     wanted = sorted({partition_for(stream_id) for stream_id in stream_ids})
     if not wanted:
         return []
-    create_partitions(wanted)
+    locked = _lock_heads(wanted)
+    if locked != wanted:  # a partition without its rows yet
+        create_partitions(wanted)
+        locked = _lock_heads(wanted)
+    return locked
+
+
+def _lock_heads(partitions: list[int]) -> list[int]:
     return list(
         PartitionHead.objects.select_for_update()
-        .filter(partition__in=wanted)
+        .filter(partition__in=partitions)
         .order_by("partition")
         .values_list("partition", flat=True)
     )

@@ -261,13 +261,8 @@ def handling_context(recorded: RecordedEvent):
 
 def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, bool]:
     """Handle up to ``limit`` events in one transaction; return (count, more to do)."""
-    _ensure_checkpoints([sub], [partition])
     with transaction.atomic():
-        checkpoint = (
-            Checkpoint.objects.select_for_update(skip_locked=True)
-            .filter(subscription=sub.name, partition=partition)
-            .first()
-        )
+        checkpoint = _lease(sub, partition)
         if checkpoint is None:  # another worker holds the lease
             return 0, False
         if (
@@ -355,6 +350,7 @@ def _clear_failure(checkpoint: Checkpoint) -> None:
 def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) -> None:
     """Write the error after the handler's transaction rolled back."""
     now = timezone.now()
+    _ensure_checkpoints([sub], [partition])  # if created by the rolled-back batch
     with transaction.atomic():
         checkpoint = Checkpoint.objects.select_for_update().get(
             subscription=sub.name, partition=partition
@@ -379,6 +375,23 @@ def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) 
         checkpoint.attempts,
         failure.error.strip().splitlines()[-1] if failure.error.strip() else "",
     )
+
+
+def _lease(sub: Subscription, partition: int) -> Checkpoint | None:
+    """Lock the checkpoint of (sub, partition), creating it first if missing.
+
+    Return None if another worker holds it. Inside a transaction.
+    """
+    for _ in range(2):
+        checkpoint = (
+            Checkpoint.objects.select_for_update(skip_locked=True)
+            .filter(subscription=sub.name, partition=partition)
+            .first()
+        )
+        if checkpoint is not None:
+            return checkpoint
+        _ensure_checkpoints([sub], [partition])
+    return None
 
 
 def _ensure_checkpoints(subs: Iterable[Subscription], parts: Iterable[int]) -> None:
