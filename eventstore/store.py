@@ -3,12 +3,12 @@
 Order. Every stream lives in one partition (a stable hash of its id). Each
 partition has a head row holding its last sequence number; an append locks
 that row, takes the next numbers and inserts the events in one round trip
-(the ``eventstore_append`` function, migrations 0002, 0005 and 0006). The lock is held
-until the appending transaction ends, so within a partition sequence order
-is commit order: a reader that has seen sequence ``n`` committed has seen
-every event before it, and sees each stream's versions in order, however
-late a transaction commits and whenever it took its transaction id. Writers
-to different partitions never wait for each other.
+(the ``eventstore_append`` function, migrations 0002, 0005 and 0006). The
+lock is held until the appending transaction ends, so within a partition
+sequence order is commit order: a reader that has seen sequence ``n``
+committed has seen every event before it, and sees each stream's versions in
+order, however late a transaction commits and whenever it took its
+transaction id. Writers to different partitions never wait for each other.
 
 On SQLite (the embedded fallback) the same rules run in Python; SQLite
 serializes writers, so order is simple there.
@@ -227,7 +227,6 @@ def _append_postgresql(stream_id, partition, expected_version, rows, *, check_id
             binary=True,
         )
         result = cursor.fetchall()
-    outcome = result[0][0]
     outcome, nudge = result[0][0], result[0][6]
     if outcome == "conflict":
         return outcome, result[0][3], nudge
