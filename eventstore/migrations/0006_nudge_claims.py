@@ -1,12 +1,14 @@
-"""Claim a partition's nudge in the append itself, and take events as one JSON.
+"""A leaner ``eventstore_append`` that also claims the partition's nudge.
 
-``eventstore_append`` now also returns ``nudge``: whether this append took
-the partition's nudge claim (``eventstore.nudges``), so its transaction must
-send a nudge after commit. Taking the claim costs a statement inside the
-call the append makes anyway; a Redis round trip cost more than the append.
-
-The events come as one JSON array instead of five arrays: psycopg adapts
-arrays element by element in Python, which cost more than the whole call.
+- It returns ``nudge``: whether this append took the partition's nudge claim
+  (``eventstore.nudges``), so its transaction must send a nudge after
+  commit. The claim rides on the statement that locks the partition head; a
+  Redis round trip per append cost as much as the append.
+- The events come as one JSON array instead of five arrays: psycopg adapts
+  arrays element by element in Python, which cost more than the whole call.
+- Stored event ids are looked up only when the caller gave ids, one equality
+  lookup each: a single query over all ids kept a plan made while the table
+  was empty (a sequential scan) as the table grew.
 """
 
 from django.db import migrations, models
