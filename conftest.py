@@ -7,9 +7,6 @@ process: it sees only committed data, so tests that use it need
 """
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,117 +15,67 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from banksite.worker_process import WorkerProcess
 from eventstore import nudges
 
 ROOT = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-class CeleryWorker:
-    """A real Celery worker process for tests: start, stop, or kill it."""
-
-    def __init__(self, database_name: str, *, concurrency: int = 2, beat: bool = False):
-        self.database_name = database_name
-        self.concurrency = concurrency
-        self.beat = beat
-        self.process: subprocess.Popen | None = None
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / f"celery-worker-{uuid.uuid4().hex[:8]}.log"
-
-    def start(self, timeout: float = 60) -> "CeleryWorker":
-        database = settings.DATABASES["default"]
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "banksite.test_settings",
-            "DATABASE_URL": (
-                f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
-                f"/{self.database_name}"
-            ),
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-            "EVENTSTORE_SWEEP_SECONDS": "1",
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "banksite",
-            "worker",
-            "--pool=prefork",
-            f"--concurrency={self.concurrency}",
-            f"--queues={settings.CELERY_TASK_DEFAULT_QUEUE}",
-            f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        if self.beat:
-            # An embedded beat with the plain in-memory scheduler: the sweep
-            # entry from settings, without touching the test database's
-            # schedule tables.
-            command += ["--beat", "--scheduler=celery.beat:PersistentScheduler"]
-            command += [f"--schedule={self.log_path.with_suffix('.beat')}"]
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ready." in self.log_path.read_text():
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{self.log_path.read_text()}")
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(
-            f"worker not ready in {timeout}s:\n{self.log_path.read_text()}"
-        )
-
-    def kill(self) -> None:
-        """SIGKILL the worker and all its pool processes at once."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
-
-    def output(self) -> str:
-        return self.log_path.read_text()
+def start_worker(
+    database_name: str, *, concurrency: int = 2, beat: bool = False, timeout=60
+) -> WorkerProcess:
+    """Start a real worker on the test database and queue; return it when ready."""
+    database = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "banksite.test_settings",
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
+            f"/{database_name}"
+        ),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "EVENTSTORE_SWEEP_SECONDS": "1",
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    worker = WorkerProcess(
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+        env=env,
+        log_path=ARTIFACTS / f"celery-worker-{uuid.uuid4().hex[:8]}.log",
+        name="test",
+        concurrency=concurrency,
+        beat=beat,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "ready." in worker.output():
+            return worker
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited:\n{worker.output()}")
+        time.sleep(0.1)
+    worker.stop(timeout=20)
+    raise RuntimeError(f"worker not ready in {timeout}s:\n{worker.output()}")
 
 
 @pytest.fixture
 def start_celery_worker(transactional_db):
     """Return a function that starts a real worker; every one is stopped after."""
-    workers: list[CeleryWorker] = []
+    workers: list[WorkerProcess] = []
 
-    def start(**options) -> CeleryWorker:
+    def start(**options) -> WorkerProcess:
         nudges.release_all()  # the worker reads the queue from scratch
-        worker = CeleryWorker(connection.settings_dict["NAME"], **options).start()
+        worker = start_worker(connection.settings_dict["NAME"], **options)
         workers.append(worker)
         return worker
 
     yield start
     for worker in workers:
-        worker.stop()
+        worker.stop(timeout=20)
 
 
 @pytest.fixture
-def celery_worker(start_celery_worker) -> CeleryWorker:
+def celery_worker(start_celery_worker) -> WorkerProcess:
     return start_celery_worker()
 
 

@@ -34,13 +34,14 @@ import io
 import os
 import pstats
 import random
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from banksite.worker_process import WorkerProcess
 
 from . import environment
 
@@ -61,62 +62,6 @@ def show(*lines: str) -> None:
 # Celery workers
 
 
-class Worker:
-    """One ``celery -A banksite worker`` process (prefork, concurrency 2)."""
-
-    def __init__(self, index: int, *, beat: bool, log_dir: Path):
-        self.log_path = log_dir / f"bench-transfers-worker-{index}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "banksite",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=2",
-            f"--queues={os.environ['CELERY_TASK_DEFAULT_QUEUE']}",
-            f"--hostname=bench-{index}-{uuid.uuid4().hex[:6]}@%h",
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-        if beat:
-            command += [
-                "--beat",
-                "--scheduler=celery.beat:PersistentScheduler",
-                f"--schedule={self.log_path.with_suffix('.beat')}",
-            ]
-        env = {
-            **os.environ,
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-only",
-            "LOG_LEVEL": "WARNING",
-        }
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        import signal
-
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
-
-
 def wait_until(condition, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,8 +77,18 @@ def caught_up() -> bool:
     return all(status.lag == 0 for status in subscription_status())
 
 
-def start_workers(count: int, log_dir: Path) -> list[Worker]:
-    workers = [Worker(n, beat=n == 0, log_dir=log_dir) for n in range(count)]
+def start_workers(count: int, log_dir: Path) -> list[WorkerProcess]:
+    workers = [
+        WorkerProcess(
+            queue=os.environ["CELERY_TASK_DEFAULT_QUEUE"],
+            env=dict(os.environ),
+            log_path=log_dir / f"bench-transfers-worker-{n}.log",
+            name=f"bench-{n}",
+            loglevel="WARNING",
+            beat=n == 0,
+        )
+        for n in range(count)
+    ]
     # A worker is ready when it takes work: the sweep (every second) finds
     # any partition behind, and everything is caught up before a run starts.
     wait_until(caught_up, timeout=120, what="the workers to catch up")
@@ -406,7 +361,7 @@ def main(argv=None) -> int:
     os.environ["EVENTSTORE_SWEEP_SECONDS"] = "1"
     log(f"creating {database_url.rsplit('/', 1)[1]} ...")
     environment.create_database(database_url)
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     started = time.perf_counter()
     try:
         import django
