@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -14,29 +14,24 @@ from accounts.models import AccountBalance
 from eventstore.models import Event
 from eventstore.subscriptions import catch_up
 
+from .conftest import make_user
+
 CHANGELIST = reverse("admin:accounts_accountbalance_changelist")
-
-
-def staff(username: str, *groups: str) -> User:
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    for name in groups:
-        user.groups.add(Group.objects.get(name=name))
-    return user
 
 
 @pytest.fixture
 def teller(db):
-    return staff("tina", "teller")
+    return make_user("tina", "teller", is_staff=True)
 
 
 @pytest.fixture
 def auditor(db):
-    return staff("aude", "auditor")
+    return make_user("aude", "auditor", is_staff=True)
 
 
 @pytest.fixture
 def operator(db):
-    return staff("otto", "operations")
+    return make_user("otto", "operations", is_staff=True)
 
 
 @pytest.fixture
@@ -113,7 +108,7 @@ class TestList:
         assert by_balance.status_code == 200
 
     def test_staff_without_a_role_and_customers_are_kept_out(self, client, alice):
-        client.force_login(staff("nobody"))
+        client.force_login(make_user("nobody", is_staff=True))
         no_role = client.get(CHANGELIST)
         client.force_login(alice)
         customer = client.get(CHANGELIST)

@@ -11,9 +11,9 @@ from eventstore.subscriptions import all_subscriptions, catch_up, get_subscripti
 _names = itertools.count()
 
 
-def make_user(*groups: str, username: str | None = None):
+def make_user(*groups: str, username: str | None = None, **extra):
     user = get_user_model().objects.create_user(
-        username=username or f"user{next(_names)}", password="pw-unused-123"
+        username=username or f"user{next(_names)}", password="pw-unused-123", **extra
     )
     for name in groups:
         user.groups.add(Group.objects.get(name=name))

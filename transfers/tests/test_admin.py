@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from accounts.models import AccountBalance
@@ -13,27 +13,20 @@ from eventstore.models import CheckRun
 from eventstore.subscriptions import catch_up, get_subscription
 from transfers import trial_balance
 from transfers.models import TransferSummary
-from transfers.tests.factories import open_account, run_process
+from transfers.tests.factories import make_user, open_account, run_process
 
 CHANGELIST = reverse("admin:transfers_transfersummary_changelist")
 ADD = reverse("admin:transfers_transfersummary_add")
 
 
-def staff(username: str, *groups: str, **extra) -> User:
-    user = User.objects.create_user(username, password="pw", is_staff=True, **extra)
-    for name in groups:
-        user.groups.add(Group.objects.get(name=name))
-    return user
-
-
 @pytest.fixture
 def teller(db):
-    return staff("tina", "teller")
+    return make_user("teller", username="tina", is_staff=True)
 
 
 @pytest.fixture
 def auditor(db):
-    return staff("aude", "auditor")
+    return make_user("auditor", username="aude", is_staff=True)
 
 
 @pytest.fixture
@@ -197,7 +190,7 @@ class TestTrialBalance:
     def test_a_wrong_read_model_is_not_balanced_and_mailed(
         self, client, accounts, mailoutbox
     ):
-        staff("otto", "operations", email="ops@example.com")
+        make_user("operations", username="otto", is_staff=True, email="ops@example.com")
         AccountBalance.objects.filter(id=accounts[0].id).update(balance=1)
 
         run = verification.run_check(trial_balance.NAME)
