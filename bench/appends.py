@@ -1,7 +1,7 @@
 """Append throughput: the event store beside raw psycopg and naive Django ORM.
 
-Every run starts from empty tables. Runs are interleaved (ours, raw, ORM,
-ours, raw, ORM, ...) so that whatever else loads the machine weighs on all
+Every run starts from empty tables. Runs are interleaved (ours, ours in
+atomic(), raw, ORM, ours, ...) so that whatever else loads the machine weighs on all
 three alike; figures are medians over the rounds. The concurrent shape runs
 in a pool of spawned processes, each with its own connections.
 """
@@ -19,7 +19,7 @@ from django.db import connection
 
 from . import environment
 
-IMPLEMENTATIONS = ("ours", "raw", "orm")
+IMPLEMENTATIONS = ("ours", "ours_atomic", "raw", "orm")
 BARRIER_TIMEOUT = 120  # seconds; the others wait this long for a late process
 
 

@@ -2,8 +2,12 @@
 
 One database transaction per planned transaction:
 
-- ``ours``: ``eventstore.store.append`` inside ``transaction.atomic()``, as a
-  service calls it (so it also nudges the partition's Celery task on commit);
+- ``ours``: ``eventstore.store.append`` called outside any transaction, so
+  each append is a transaction of its own: one round trip (it also nudges
+  the partition's Celery task after commit);
+- ``ours_atomic``: the same append inside ``transaction.atomic()``, as a
+  service that writes more in the same transaction calls it: psycopg sends
+  BEGIN and COMMIT as round trips of their own, as the raw baseline does;
 - ``raw``: psycopg's ``BEGIN`` / ``INSERT`` / ``COMMIT`` into a copy of the
   event table, with the planned version, partition and sequence (several
   rows go through ``executemany``, which psycopg pipelines);
@@ -49,13 +53,12 @@ class Writers:
 
     def ours(self, transactions: list[Transaction]) -> None:
         for txn in transactions:
-            first = txn[0]
+            _append(txn)
+
+    def ours_atomic(self, transactions: list[Transaction]) -> None:
+        for txn in transactions:
             with transaction.atomic():
-                append(
-                    first.stream_id,
-                    [BenchDeposited(amount=s.amount, reference=REFERENCE) for s in txn],
-                    first.version - 1,
-                )
+                _append(txn)
 
     def raw(self, transactions: list[Transaction]) -> None:
         conn = self.raw_connection
@@ -97,3 +100,12 @@ class Writers:
                         event_id=uuid.uuid4(),
                         recorded_at=timezone.now(),
                     )
+
+
+def _append(txn: Transaction) -> None:
+    first = txn[0]
+    append(
+        first.stream_id,
+        [BenchDeposited(amount=s.amount, reference=REFERENCE) for s in txn],
+        first.version - 1,
+    )

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -119,10 +119,12 @@ def append(
 ) -> list[RecordedEvent]:
     """Append events to a stream at ``expected_version``, all or nothing.
 
-    Runs in the caller's transaction. Items are event objects or ``NewEvent``.
-    Raise ``ConcurrencyError`` (leaving the transaction usable) if the stream
-    is at another version. If every event id is already stored, append
-    nothing and return the stored events: a repeat is a no-op.
+    Runs in the caller's transaction; outside one, the append is a
+    transaction of its own and costs one round trip. Items are event objects
+    or ``NewEvent``. Raise ``ConcurrencyError`` (leaving the transaction
+    usable) if the stream is at another version. If every event id is
+    already stored, append nothing and return the stored events: a repeat is
+    a no-op.
     """
     if not events:
         return []
@@ -143,8 +145,12 @@ def append(
             )
         )
     partition = partition_for(stream_id)
-    if connection.vendor == "postgresql":
+    # The proxy ``connection`` looks the connection up on every attribute
+    # access; an append is hot enough for that to show.
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor == "postgresql":
         outcome, stored, nudge = _append_postgresql(
+            db,
             stream_id,
             partition,
             expected_version,
@@ -198,7 +204,7 @@ def _jsonable(value):
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def _append_postgresql(stream_id, partition, expected_version, rows, *, check_ids):
+def _append_postgresql(db, stream_id, partition, expected_version, rows, *, check_ids):
     # A plain psycopg cursor binds the parameters on the server, in binary,
     # and psycopg prepares the statement after a few calls (settings:
     # prepare_threshold). The events go as one JSON array, encoded in one
@@ -215,11 +221,8 @@ def _append_postgresql(stream_id, partition, expected_version, rows, *, check_id
             for event_id, name, schema_version, data, meta in rows
         ]
     )
-    connection.ensure_connection()
-    with (
-        connection.wrap_database_errors,
-        psycopg.Cursor(connection.connection) as cursor,
-    ):
+    db.ensure_connection()
+    with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
         cursor.execute(
             "SELECT outcome, id, event_id, version, sequence, recorded_at, nudge "
             "FROM eventstore_append(%s, %s, %s, %s, %s)",

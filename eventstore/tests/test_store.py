@@ -7,13 +7,14 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 
 from eventstore.context import metadata_context
 from eventstore.errors import ConcurrencyError, DuplicateEventError, UnknownEventType
-from eventstore.models import Event
+from eventstore.models import Event, PartitionHead
 from eventstore.store import (
     NewEvent,
     append,
@@ -215,7 +216,10 @@ def in_thread_transaction(work, *args):
 
 @pytest.mark.django_db(transaction=True)
 class TestConcurrentWriters:
-    def test_exactly_one_writer_wins_each_version(self):
+    # Outside a transaction an append is a transaction of its own, in one
+    # statement: its version check must still see what the winner committed.
+    @pytest.mark.parametrize("in_atomic", [True, False], ids=["atomic", "own"])
+    def test_exactly_one_writer_wins_each_version(self, in_atomic):
         stream = new_stream()
         writers, rounds = 8, 5
         barrier = threading.Barrier(writers)
@@ -229,7 +233,7 @@ class TestConcurrentWriters:
                     barrier.wait()
                     expected = round_
                     try:
-                        with transaction.atomic():
+                        with transaction.atomic() if in_atomic else nullcontext():
                             append(stream, [Counted(amount=1, note=name)], expected)
                         with lock:
                             wins.append((expected + 1, name))
@@ -251,6 +255,33 @@ class TestConcurrentWriters:
         assert sorted(version for version, _ in wins) == list(range(1, rounds + 1))
         assert len(conflicts) == writers * rounds - rounds
         assert [(e.version, e.event.note) for e in stored] == sorted(wins)
+
+
+@pytest.mark.django_db(transaction=True)
+class TestAppendAsItsOwnTransaction:
+    def test_it_is_committed_when_append_returns(self):
+        stream = new_stream()
+        assert not connection.in_atomic_block
+
+        append(stream, [Counted(amount=4)], 0)
+
+        thread, seen = in_thread_transaction(
+            lambda: [e.event.amount for e in read_stream(stream)]
+        )
+        thread.join()
+        assert seen == {"value": [4]}
+
+    def test_a_conflict_changes_nothing(self):
+        stream = new_stream()
+        append(stream, [Counted(amount=1)], 0)
+        partition = partition_for(stream)
+        head = PartitionHead.objects.get(partition=partition).sequence
+
+        with pytest.raises(ConcurrencyError):
+            append(stream, [Counted(amount=2)], 0)
+
+        assert [e.event.amount for e in read_stream(stream)] == [1]
+        assert PartitionHead.objects.get(partition=partition).sequence == head
 
 
 @pytest.mark.django_db(transaction=True)
