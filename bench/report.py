@@ -4,6 +4,8 @@ import datetime
 import os
 import platform
 
+from .appends import IMPLEMENTATIONS
+
 APPEND_TARGET = 1.0
 APPEND_FLOOR = 0.8
 SPEEDUP_TARGET = 0.8
@@ -78,15 +80,16 @@ def appends(results, *, events: int, streams: int, rounds: int, processes: int):
     by_key = {result.shape.key: result for result in results}
     single, concurrent = by_key["a"], by_key["c"]
     speedups = {
-        name: concurrent.rate(name) / single.rate(name) for name in ("ours", "raw")
+        name: concurrent.rate(name) / single.rate(name) for name in IMPLEMENTATIONS
     }
     speedup_ratio = speedups["ours"] / speedups["raw"]
     lines += [
         "",
         f"   {processes}-process speed-up over one connection: ours"
-        f" {speedups['ours']:.2f}x, raw psycopg {speedups['raw']:.2f}x,"
-        f" ORM {concurrent.rate('orm') / single.rate('orm'):.2f}x;"
-        f" ours / raw = {speedup_ratio:.2f}",
+        f" {speedups['ours']:.2f}x, ours in atomic() {speedups['ours_atomic']:.2f}x,"
+        f" raw psycopg {speedups['raw']:.2f}x, ORM {speedups['orm']:.2f}x;"
+        f" ours / raw = {speedup_ratio:.2f}"
+        f" (in atomic(): {speedups['ours_atomic'] / speedups['raw']:.2f})",
         "   (worst = the lowest ours/raw ratio of a single round, whose runs ran"
         " back to back)",
     ]
