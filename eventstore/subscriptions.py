@@ -547,7 +547,8 @@ def rebuild_together(
     to each subscription with the events it handles, so rebuilding several
     read models reads the event table once, not once each. Runs in one
     transaction, so readers see the old read models until all the new ones
-    are complete. Return the number of events each subscription handled.
+    are complete. Events an operator skipped stay skipped, as they are in the
+    live read model. Return the number of events each subscription handled.
     """
     subs = [get_subscription(name) for name in dict.fromkeys(names)]
     for sub in subs:
@@ -556,6 +557,11 @@ def rebuild_together(
     event_types = sorted({name for sub in subs for name in sub.event_types})
     types_of = {sub.name: set(sub.event_types) for sub in subs}
     handled = dict.fromkeys(types_of, 0)
+    skipped = set(
+        SkippedEvent.objects.filter(subscription__in=handled).values_list(
+            "subscription", "partition", "sequence"
+        )
+    )
     _ensure_checkpoints(subs, partitions())
     with transaction.atomic():
         checkpoints = Checkpoint.objects.filter(subscription__in=handled)
@@ -580,7 +586,12 @@ def rebuild_together(
                         f"sequence {error.sequence}: {error}"
                     ) from None
                 for sub in subs:
-                    mine = [e for e in events if e.event_type in types_of[sub.name]]
+                    mine = [
+                        e
+                        for e in events
+                        if e.event_type in types_of[sub.name]
+                        and (sub.name, partition, e.sequence) not in skipped
+                    ]
                     if mine:
                         _rebuild_batch(sub, partition, mine)
                         handled[sub.name] += len(mine)

@@ -272,6 +272,27 @@ class TestRebuild:
         assert handled == 5 * 29
         assert sorted(Tally.objects.values_list("stream_id", "total", "events")) == live
 
+    def test_an_event_an_operator_skipped_stays_skipped(self, django_user_model):
+        (stream,) = streams_in_partition(3, 1)
+        append(
+            stream,
+            [Counted(amount=1, fail=True), Counted(amount=2), Counted(amount=3)],
+            0,
+        )
+        subscriptions.process_partition(3, [tallies])
+        subscriptions.skip_failed_event(
+            tallies.name,
+            3,
+            reason="bad test data",
+            actor=django_user_model.objects.create_user("operator"),
+        )
+        subscriptions.process_partition(3, [tallies])
+
+        handled = subscriptions.rebuild(tallies.name)
+
+        assert handled == 2
+        assert Tally.objects.get(stream_id=stream).total == 5
+
 
 def broker_queue_length() -> int:
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
