@@ -386,7 +386,8 @@ def caught_up_cut(names: list[str]) -> Iterator[dict[int, int]]:
     subs = [subscriptions.get_subscription(name) for name in names]
     create_partitions(subscriptions.partitions())
     with transaction.atomic():
-        for sub in subs:
+        # In the order a rebuild locks checkpoints, so the two queue, not deadlock.
+        for sub in sorted(subs, key=lambda sub: sub.name):
             _freeze(sub)
         for _ in range(CUT_ATTEMPTS):
             for partition in subscriptions.partitions():

@@ -1,13 +1,18 @@
 """Verification, repair and checks, on the event store's test app."""
 
+import threading
+import time
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
+from django.db import connection, transaction
 
 from eventstore import subscriptions, verification
-from eventstore.models import CheckRun
+from eventstore.models import Checkpoint, CheckRun
 from eventstore.store import append
 from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.test_store import in_thread_transaction
 from eventstore.tests.testapp.events import Counted
 from eventstore.tests.testapp.models import Handled, Tally
 from eventstore.tests.testapp.projections import tallies
@@ -133,3 +138,52 @@ def test_rebuild_projections_command_rebuilds_and_reports(counted, capsys):
 
     assert Tally.objects.count() == len(counted)
     assert CheckRun.objects.get(kind=CheckRun.Kind.REPAIR).rows_checked == 640
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cut_locks_checkpoints_in_the_order_a_rebuild_does():
+    # A rebuild locks checkpoints sorted by subscription; a cut asked for the
+    # same subscriptions in another order must queue behind it, not deadlock.
+    first, second = sorted(s.name for s in subscriptions.all_subscriptions())[:2]
+    subscriptions.partitions_behind()  # every checkpoint row exists
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_first():
+        list(Checkpoint.objects.select_for_update().filter(subscription=first))
+        holding.set()
+        release.wait(timeout=30)
+
+    def cut_in_reverse_order():
+        with verification.caught_up_cut([second, first]):
+            return "cut"
+
+    holder, _ = in_thread_transaction(hold_first)
+    assert holding.wait(timeout=10)
+    cutter, cut = in_thread_transaction(cut_in_reverse_order)
+    try:
+        wait_for_a_lock_wait()
+        with transaction.atomic():
+            locked = list(
+                Checkpoint.objects.select_for_update(nowait=True).filter(
+                    subscription=second
+                )
+            )
+        assert locked  # the waiting cut holds none of the second's checkpoints
+    finally:
+        release.set()
+        holder.join()
+        cutter.join()
+    assert cut == {"value": "cut"}
+
+
+def wait_for_a_lock_wait():
+    for _ in range(200):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the cut never waited for the held checkpoints")
