@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -56,6 +57,16 @@ def start_worker(
         time.sleep(0.1)
     worker.stop(timeout=20)
     raise RuntimeError(f"worker not ready in {timeout}s:\n{worker.output()}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def delete_this_runs_queue():
+    """Delete this run's Celery queue (and kombu's binding for it) at the end."""
+    yield
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete(queue, f"_kombu.binding.{queue}")
+    client.close()
 
 
 @pytest.fixture
