@@ -8,9 +8,12 @@ import threading
 import time
 import uuid
 from contextlib import nullcontext
+from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
+from psycopg.types.json import Jsonb
 
 from eventstore.context import metadata_context
 from eventstore.errors import ConcurrencyError, DuplicateEventError, UnknownEventType
@@ -451,3 +454,59 @@ class TestLockingSeveralPartitions:
 
         assert errors == [None, None]
         assert Event.objects.count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_readmes_production_role_may_only_insert_and_read_events():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Production database role", 1)[1]
+    grants = section.split("```sql", 1)[1].split("```", 1)[0]
+    role = f"bank_app_{uuid.uuid4().hex[:8]}"
+    database = connection.settings_dict["NAME"]
+    grants = (
+        grants.replace("bank_app", role)
+        .replace("PASSWORD '...'", "PASSWORD 'test'")
+        .replace("DATABASE bank ", f'DATABASE "{database}" ')
+    )
+    (recorded,) = append(new_stream(), [Counted(amount=1)], 0)
+    stream = new_stream()
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "t",
+        "schema_version": 1,
+        "data": {},
+        "metadata": {},
+    }
+    server = {
+        "host": connection.settings_dict["HOST"],
+        "port": connection.settings_dict["PORT"],
+        "dbname": database,
+    }
+    with psycopg.connect(user="postgres", autocommit=True, **server) as admin:
+        try:
+            admin.execute(grants)
+            with psycopg.connect(user=role, autocommit=True, **server) as app:
+                app.execute(
+                    "SELECT * FROM eventstore_append(%s, %s, 0, %s, false)",
+                    [stream, partition_for(stream), Jsonb([event])],
+                )
+                (stored,) = app.execute(
+                    "SELECT count(*) FROM eventstore_event WHERE stream_id = %s",
+                    [stream],
+                ).fetchone()
+                assert stored == 1
+                where = f"WHERE id = {recorded.id}"
+                for statement in (
+                    f"UPDATE eventstore_event SET data = '{{}}' {where}",
+                    f"DELETE FROM eventstore_event {where}",
+                    "TRUNCATE eventstore_event",
+                ):
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        app.execute(statement)
+        finally:
+            if admin.execute(
+                "SELECT FROM pg_roles WHERE rolname = %s", [role]
+            ).rowcount:
+                admin.execute(f"DROP OWNED BY {role}")
+                admin.execute(f"DROP ROLE {role}")
+    assert Event.objects.filter(id=recorded.id).exists()
