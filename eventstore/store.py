@@ -491,7 +491,15 @@ def read_events_by_id(event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
 
 
 def event_exists(event_id: uuid.UUID) -> bool:
-    return Event.objects.filter(event_id=event_id).exists()
+    # Plain SQL: building the ORM's query cost more than the lookup itself,
+    # and every transfer step asks (the field adapts the id for SQLite too).
+    field = Event._meta.get_field("event_id")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM eventstore_event WHERE event_id = %s",
+            [field.get_db_prep_value(event_id, connection)],
+        )
+        return cursor.fetchone() is not None
 
 
 def _select(sql: str, params: list) -> list[RecordedEvent]:

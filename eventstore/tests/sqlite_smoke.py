@@ -12,7 +12,13 @@ from django.db import connection, transaction  # noqa: E402
 from eventstore import subscriptions  # noqa: E402
 from eventstore.aggregates import Repository  # noqa: E402
 from eventstore.errors import ConcurrencyError  # noqa: E402
-from eventstore.store import NewEvent, append, read_partition, read_stream  # noqa: E402
+from eventstore.store import (  # noqa: E402
+    NewEvent,
+    append,
+    event_exists,
+    read_partition,
+    read_stream,
+)
 from eventstore.tests.testapp.domain import Counter  # noqa: E402
 from eventstore.tests.testapp.events import Counted  # noqa: E402
 from eventstore.tests.testapp.models import Tally  # noqa: E402
@@ -36,6 +42,7 @@ assert again.version == 1
 stored = list(read_stream(stream))
 assert [(e.version, e.event.amount) for e in stored] == [(1, 2), (2, 3)], stored
 assert stored[0].recorded_at.tzinfo is not None
+assert event_exists(event_id) and not event_exists(uuid.uuid4())
 
 events, head = read_partition(stored[0].partition, after_sequence=0, limit=10)
 assert [e.event_id for e in events][-2:] == [e.event_id for e in stored]

@@ -21,6 +21,7 @@ from eventstore.models import Event, PartitionHead
 from eventstore.store import (
     NewEvent,
     append,
+    event_exists,
     lock_partitions,
     partition_for,
     read_partition,
@@ -75,6 +76,13 @@ class TestAppend:
             append(stream, [Counted(amount=3)], 1)
 
         assert [e.event.amount for e in read_stream(stream)] == [1, 3]
+
+    def test_event_exists_finds_stored_event_ids_only(self):
+        event_id = uuid.uuid4()
+        append(new_stream(), [NewEvent(Counted(amount=1), event_id=event_id)], 0)
+
+        assert event_exists(event_id)
+        assert not event_exists(uuid.uuid4())
 
     def test_reappending_a_stored_event_id_is_a_no_op_returning_it(self):
         stream = new_stream()
