@@ -557,16 +557,17 @@ def rebuild_together(
     event_types = sorted({name for sub in subs for name in sub.event_types})
     types_of = {sub.name: set(sub.event_types) for sub in subs}
     handled = dict.fromkeys(types_of, 0)
-    skipped = set(
-        SkippedEvent.objects.filter(subscription__in=handled).values_list(
-            "subscription", "partition", "sequence"
-        )
-    )
     _ensure_checkpoints(subs, partitions())
     with transaction.atomic():
         checkpoints = Checkpoint.objects.filter(subscription__in=handled)
         # Wait for the runners' batches to end; hold them off until commit.
         list(checkpoints.select_for_update().order_by("subscription", "partition"))
+        # Read under the locks: a skip takes its checkpoint's lock too.
+        skipped = set(
+            SkippedEvent.objects.filter(subscription__in=handled).values_list(
+                "subscription", "partition", "sequence"
+            )
+        )
         for sub in subs:
             sub.reset()
         for partition in partitions():
