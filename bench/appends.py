@@ -1,9 +1,10 @@
 """Append throughput: the event store beside raw psycopg and naive Django ORM.
 
 Every run starts from empty tables. Runs are interleaved (ours, ours in
-atomic(), raw, ORM, ours, ...) so that whatever else loads the machine weighs on all
-three alike; figures are medians over the rounds. The concurrent shape runs
-in a pool of spawned processes, each with its own connections.
+atomic(), raw, ORM, ours, ...) so that whatever else loads the machine
+weighs on all of them alike; figures are medians over the rounds. The
+concurrent shape runs in a pool of spawned processes, each with its own
+connections.
 """
 
 import contextlib
