@@ -471,8 +471,13 @@ def read_partition(
 
 
 def head_sequence(partition: int) -> int:
-    head = PartitionHead.objects.filter(partition=partition).first()
-    return head.sequence if head else 0
+    """Return the partition's last sequence number (0 before its first event)."""
+    # get(), not first(): first() would compile an ORDER BY for a one-row
+    # lookup that every runner pass makes.
+    try:
+        return PartitionHead.objects.get(partition=partition).sequence
+    except PartitionHead.DoesNotExist:
+        return 0
 
 
 def read_events_by_id(event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:

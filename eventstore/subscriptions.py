@@ -31,7 +31,7 @@ from . import nudges
 from .context import metadata_context
 from .errors import ConcurrencyError, UnreadableEvent
 from .models import Checkpoint, PartitionHead, SkippedEvent
-from .store import RecordedEvent, read_partition
+from .store import RecordedEvent, head_sequence, read_partition
 
 logger = logging.getLogger(__name__)
 
@@ -163,15 +163,15 @@ def process_partition(
 
 def _with_work(subs: list[Subscription], partition: int) -> list[Subscription]:
     """Return the subscriptions behind the partition's head and not backing off."""
-    head = PartitionHead.objects.filter(partition=partition).first()
-    if head is None or not subs:
+    head = head_sequence(partition)
+    if not head or not subs:
         return []
     idle = set(
         Checkpoint.objects.filter(
             subscription__in=[sub.name for sub in subs], partition=partition
         )
         .filter(
-            Q(sequence__gte=head.sequence)
+            Q(sequence__gte=head)
             | Q(failed_sequence__isnull=False, retry_at__gt=timezone.now())
         )
         .values_list("subscription", flat=True)
@@ -382,15 +382,12 @@ def _lease(sub: Subscription, partition: int) -> Checkpoint | None:
 
     Return None if another worker holds it. Inside a transaction.
     """
+    leases = Checkpoint.objects.select_for_update(skip_locked=True)
     for _ in range(2):
-        checkpoint = (
-            Checkpoint.objects.select_for_update(skip_locked=True)
-            .filter(subscription=sub.name, partition=partition)
-            .first()
-        )
-        if checkpoint is not None:
-            return checkpoint
-        _ensure_checkpoints([sub], [partition])
+        try:
+            return leases.get(subscription=sub.name, partition=partition)
+        except Checkpoint.DoesNotExist:  # missing, or locked by another worker
+            _ensure_checkpoints([sub], [partition])
     return None
 
 
