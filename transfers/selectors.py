@@ -83,7 +83,12 @@ def transfer_detail(*, user, transfer_id) -> TransferRecord:
         transfer_id = uuid.UUID(str(transfer_id))
     except ValueError:
         raise UnknownTransfer() from None
-    row = transfers_visible_to(user).filter(id=transfer_id).first()
+    # get(), not first(): first() would compile the model's ordering into a
+    # one-row lookup (as in accounts.selectors.account_detail).
+    try:
+        row = transfers_visible_to(user).get(id=transfer_id)
+    except TransferSummary.DoesNotExist:
+        row = None
     if row is not None:
         return record_from_summary(row)
     if TransferSummary.objects.filter(id=transfer_id).exists():
