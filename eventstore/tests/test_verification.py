@@ -1,7 +1,6 @@
 """Verification, repair and checks, on the event store's test app."""
 
 import threading
-import time
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -141,7 +140,7 @@ def test_rebuild_projections_command_rebuilds_and_reports(counted, capsys):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_cut_locks_checkpoints_in_the_order_a_rebuild_does():
+def test_the_cut_locks_checkpoints_in_the_order_a_rebuild_does(wait_for):
     # A rebuild locks checkpoints sorted by subscription; a cut asked for the
     # same subscriptions in another order must queue behind it, not deadlock.
     first, second = sorted(s.name for s in subscriptions.all_subscriptions())[:2]
@@ -161,7 +160,7 @@ def test_the_cut_locks_checkpoints_in_the_order_a_rebuild_does():
     assert holding.wait(timeout=10)
     cutter, cut = in_thread_transaction(cut_in_reverse_order)
     try:
-        wait_for_a_lock_wait()
+        wait_for(a_session_waits_for_a_lock, timeout=10, message="the cut's lock wait")
         with transaction.atomic():
             locked = list(
                 Checkpoint.objects.select_for_update(nowait=True).filter(
@@ -176,14 +175,10 @@ def test_the_cut_locks_checkpoints_in_the_order_a_rebuild_does():
     assert cut == {"value": "cut"}
 
 
-def wait_for_a_lock_wait():
-    for _ in range(200):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.05)
-    raise AssertionError("the cut never waited for the held checkpoints")
+def a_session_waits_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
