@@ -136,6 +136,7 @@ def run(args, *, broker: str, queue: str) -> None:
             writers.run(implementation, singles[:50])
             reset(implementation)
             pool.run(implementation, warm)
+        pool.cpu.clear()
 
         def on_one_connection(transactions):
             return lambda name: appends.timed(lambda: writers.run(name, transactions))
@@ -169,6 +170,9 @@ def run(args, *, broker: str, queue: str) -> None:
             f"   (each process owns its streams; {workload.shared_partitions(shares)}"
             f" of {settings.EVENTSTORE_PARTITIONS} partitions have writers in more"
             " than one process, as in production)"
+        )
+        append_lines += report.cpu(
+            pool.cpu, events=args.events, processes=args.processes
         )
         show(append_lines)
 

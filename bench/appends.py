@@ -40,6 +40,32 @@ def reset(implementation: str, *, broker: str, queue: str) -> None:
 # Concurrent writers: a pool of processes, each with its own connections.
 
 
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """One writer process's run: its clock times and the CPU it and its server used."""
+
+    start: float
+    end: float
+    client_cpu: float
+    server_cpu: float | None  # None: the database server is not on this machine
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """Return the CPU time (user + system) a process on this machine has used.
+
+    Reads /proc/PID/stat (Linux), so it works for a database server process
+    only when PostgreSQL runs here; otherwise return None.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Fields after the command name, which may hold spaces: utime is
+            # the 14th field of the line, stime the 15th.
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _worker(pipe, barrier) -> None:
     """Run writers on request: set up Django once, then time each run."""
     import django
@@ -58,20 +84,35 @@ def _worker(pipe, barrier) -> None:
             break
         implementation, transactions = request
         try:
+            backend = writers.backend_pid(implementation)
             # A process that failed breaks the barrier for the others.
             barrier.wait(timeout=BARRIER_TIMEOUT)
             start = time.perf_counter()
+            client, server = time.process_time(), process_cpu_seconds(backend)
             writers.run(implementation, transactions)
-            pipe.send((start, time.perf_counter()))
+            end = time.perf_counter()
+            client = time.process_time() - client
+            if server is not None:
+                server = process_cpu_seconds(backend) - server
+            pipe.send(Span(start, end, client, server))
         except Exception:
             barrier.abort()
             pipe.send(traceback.format_exc())
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuUse:
+    """The CPU seconds of one concurrent run: the writers' and their servers'."""
+
+    client: float
+    server: float | None
 
 
 class Pool:
     """Processes started once (spawned: no connection is inherited) and reused."""
 
     def __init__(self, processes: int):
+        self.cpu: dict[str, list[CpuUse]] = {}
         context = multiprocessing.get_context("spawn")
         self.barrier = context.Barrier(processes)
         self.pipes = []
@@ -89,7 +130,8 @@ class Pool:
         """Run one writer in every process at once; return the wall time.
 
         perf_counter is CLOCK_MONOTONIC on Linux, one clock for all processes:
-        the run lasts from the first start to the last end.
+        the run lasts from the first start to the last end. The CPU the run
+        used is appended to ``self.cpu[implementation]``.
         """
         for pipe, share in zip(self.pipes, shares, strict=True):
             pipe.send((implementation, share))
@@ -98,7 +140,14 @@ class Pool:
         if failures:
             self.barrier.reset()
             raise RuntimeError(f"a writer process failed:\n{failures[0]}")
-        return max(end for _, end in spans) - min(start for start, _ in spans)
+        servers = [span.server_cpu for span in spans]
+        self.cpu.setdefault(implementation, []).append(
+            CpuUse(
+                client=sum(span.client_cpu for span in spans),
+                server=None if None in servers else sum(servers),
+            )
+        )
+        return max(span.end for span in spans) - min(span.start for span in spans)
 
     def close(self) -> None:
         for pipe in self.pipes:

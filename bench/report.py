@@ -3,6 +3,7 @@
 import datetime
 import os
 import platform
+import statistics
 
 from .appends import IMPLEMENTATIONS
 
@@ -172,4 +173,39 @@ def targets(checks):
         lines.append(f"   {name:<{width}}  {_verdict(met):<6}  {figure}")
     missed = sum(1 for _, _, met in checks if not met)
     lines.append(f"   {len(checks) - missed} of {len(checks)} targets met")
+    return lines
+
+
+CPU_LABELS = {
+    "ours": "ours",
+    "ours_atomic": "ours in atomic()",
+    "raw": "raw psycopg",
+    "orm": "Django ORM",
+}
+
+
+def cpu(cpu_use, *, events: int, processes: int) -> list[str]:
+    """Say how much CPU each writer of the concurrent shape spent per event.
+
+    With every core busy, throughput is the cores divided by the CPU per
+    event, so this shows where a gap between the columns comes from.
+    """
+
+    def per_event(seconds) -> str:
+        return f"{1e6 * statistics.median(seconds) / events:.0f}"
+
+    parts = []
+    for name, label in CPU_LABELS.items():
+        runs = cpu_use[name]
+        servers = [run.server for run in runs]
+        server = "n/a" if None in servers else per_event(servers)
+        parts.append(f"{label} {per_event([run.client for run in runs])} / {server}")
+    lines = [
+        "",
+        f"   CPU per event in c, in microseconds, median of rounds: client (the"
+        f" {processes} writer processes) / server (their PostgreSQL backends)",
+        "   " + "; ".join(parts),
+    ]
+    if any("n/a" in part for part in parts):
+        lines.append("   (server n/a: PostgreSQL runs on another machine)")
     return lines

@@ -20,7 +20,7 @@ import os
 import uuid
 
 import psycopg
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -47,6 +47,13 @@ class Writers:
 
     def __init__(self, raw_connection: psycopg.Connection):
         self.raw_connection = raw_connection
+
+    def backend_pid(self, implementation: str) -> int:
+        """Return the process id of the PostgreSQL backend this writer uses."""
+        if implementation == "raw":
+            return self.raw_connection.info.backend_pid
+        connection.ensure_connection()
+        return connection.connection.info.backend_pid
 
     def run(self, implementation: str, transactions: list[Transaction]) -> None:
         getattr(self, implementation)(transactions)
