@@ -229,7 +229,8 @@ def _append_postgresql(db, stream_id, partition, expected_version, rows, *, chec
         ]
     )
     db.ensure_connection()
-    with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+    cursor = _append_cursor(db)
+    with db.wrap_database_errors:
         cursor.execute(
             "SELECT outcome, id, event_id, version, sequence, recorded_at, nudge "
             "FROM eventstore_append(%s, %s, %s, %s, %s)",
@@ -241,6 +242,21 @@ def _append_postgresql(db, stream_id, partition, expected_version, rows, *, chec
     if outcome == "conflict":
         return outcome, result[0][3], nudge
     return outcome, [(r[1], r[3], r[4], r[5]) for r in result], nudge
+
+
+def _append_cursor(db) -> psycopg.Cursor:
+    """Return the append's cursor on this database connection, made once.
+
+    A new psycopg cursor looks up its parameter dumpers and result loaders
+    again on its first query: about 15 µs of an append's 100 µs of Python.
+    Django keeps a connection per thread, so the cursor is never shared; a
+    new connection (after a reconnect) gets a new cursor.
+    """
+    cursor = getattr(db, "_eventstore_append_cursor", None)
+    if cursor is None or cursor.connection is not db.connection:
+        cursor = psycopg.Cursor(db.connection)
+        db._eventstore_append_cursor = cursor
+    return cursor
 
 
 def _append_portable(stream_id, partition, expected_version, rows):

@@ -294,6 +294,16 @@ class TestAppendAsItsOwnTransaction:
         assert [e.event.amount for e in read_stream(stream)] == [1]
         assert PartitionHead.objects.get(partition=partition).sequence == head
 
+    def test_it_works_on_a_new_connection_after_a_close(self):
+        # The append keeps a cursor per connection; a reconnect needs a new one.
+        stream = new_stream()
+        append(stream, [Counted(amount=1)], 0)
+
+        connection.close()
+        append(stream, [Counted(amount=2)], 1)
+
+        assert [e.event.amount for e in read_stream(stream)] == [1, 2]
+
 
 @pytest.mark.django_db(transaction=True)
 class TestReadersNeverSkip:
