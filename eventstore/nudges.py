@@ -3,7 +3,7 @@
 A partition whose nudge is still waiting in the queue needs no second one:
 the runner reads everything committed before it starts. So an append claims
 the partition's nudge in the same database call that stores its events
-(``eventstore_append``, migration 0006): it sets the partition's
+(``eventstore_append``, migrations 0006 and 0007): it sets the partition's
 ``NudgeClaim`` unless a claim younger than 10 seconds is there, and only a
 transaction that set it sends a nudge, after commit. The task clears the
 claim as it starts. A claim rolls back with its transaction; if a message is

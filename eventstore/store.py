@@ -3,7 +3,7 @@
 Order. Every stream lives in one partition (a stable hash of its id). Each
 partition has a head row holding its last sequence number; an append locks
 that row, takes the next numbers and inserts the events in one round trip
-(the ``eventstore_append`` function, migrations 0002, 0005 and 0006). The
+(the ``eventstore_append`` function, migrations 0002 and 0005-0007). The
 lock is held until the appending transaction ends, so within a partition
 sequence order is commit order: a reader that has seen sequence ``n``
 committed has seen every event before it, and sees each stream's versions in

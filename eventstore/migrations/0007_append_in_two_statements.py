@@ -1,0 +1,152 @@
+"""A leaner ``eventstore_append``: two statements on the common path.
+
+- The version check rides in the INSERT (a one-time filter on the stream's
+  latest version) instead of a statement of its own; only a refused append
+  runs the checks again to say why.
+- The nudge claim is read with the head UPDATE and written only when it is
+  free or stale, which is rarely: an UPDATE of the claim row in the head
+  statement cost server time on every append, even when it changed nothing.
+
+Statements still run in this order for a reason: the head UPDATE waits for
+the partition's previous writer, and each later statement of a plpgsql
+function takes a fresh snapshot, so the version check sees what that writer
+committed.
+"""
+
+from django.db import migrations
+
+APPEND_SQL = """
+CREATE OR REPLACE FUNCTION eventstore_append(
+    p_stream_id text,
+    p_partition integer,
+    p_expected_version integer,
+    p_events jsonb,
+    p_check_ids boolean
+) RETURNS TABLE (
+    outcome text,
+    id bigint,
+    event_id uuid,
+    version integer,
+    sequence bigint,
+    recorded_at timestamptz,
+    nudge boolean
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_count integer := jsonb_array_length(p_events);
+    v_head bigint;
+    v_claimed_at timestamptz;
+    v_nudge boolean := false;
+    v_stored integer := 0;
+    v_current integer;
+    v_event_id uuid;
+BEGIN
+    FOR attempt IN 1..2 LOOP
+        -- Lock the head and take the numbers; the lock orders all writers
+        -- of this partition by commit.
+        UPDATE eventstore_partitionhead h SET sequence = h.sequence + v_count
+            WHERE h.partition = p_partition
+            RETURNING h.sequence - v_count,
+                (SELECT c.claimed_at FROM eventstore_nudgeclaim c
+                 WHERE c.partition = p_partition)
+            INTO v_head, v_claimed_at;
+        EXIT WHEN FOUND;
+        -- The partition's first append.
+        INSERT INTO eventstore_partitionhead (partition, sequence)
+            VALUES (p_partition, 0) ON CONFLICT (partition) DO NOTHING;
+        INSERT INTO eventstore_nudgeclaim (partition)
+            VALUES (p_partition) ON CONFLICT (partition) DO NOTHING;
+    END LOOP;
+
+    -- Claim the partition's nudge unless one younger than 10 seconds is
+    -- waiting (eventstore.nudges). The UPDATE checks again under the row
+    -- lock: another writer may have claimed it since the read above.
+    IF v_claimed_at IS NULL
+       OR v_claimed_at < clock_timestamp() - interval '10 seconds' THEN
+        UPDATE eventstore_nudgeclaim c SET claimed_at = clock_timestamp()
+            WHERE c.partition = p_partition
+              AND (c.claimed_at IS NULL
+                   OR c.claimed_at < clock_timestamp() - interval '10 seconds');
+        v_nudge := FOUND;
+    END IF;
+
+    -- One lookup per event id: a query over all of them at once can keep a
+    -- plan made while the table was empty (a sequential scan).
+    IF p_check_ids THEN
+        FOR i IN 0 .. v_count - 1 LOOP
+            v_event_id := (p_events->i->>'event_id')::uuid;
+            IF EXISTS (
+                SELECT FROM eventstore_event e WHERE e.event_id = v_event_id
+            ) THEN
+                v_stored := v_stored + 1;
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF v_stored = 0 THEN
+        RETURN QUERY
+            INSERT INTO eventstore_event AS e (
+                stream_id, version, partition, sequence, event_type,
+                schema_version, data, metadata, event_id, recorded_at)
+            SELECT p_stream_id, p_expected_version + r.n, p_partition,
+                   v_head + r.n, r.x->>'event_type',
+                   (r.x->>'schema_version')::smallint, r.x->'data',
+                   r.x->'metadata', (r.x->>'event_id')::uuid, clock_timestamp()
+            FROM jsonb_array_elements(p_events) WITH ORDINALITY AS r(x, n)
+            WHERE (SELECT coalesce(max(s.version), 0) FROM eventstore_event s
+                   WHERE s.stream_id = p_stream_id) = p_expected_version
+            RETURNING 'appended'::text, e.id, e.event_id, e.version::integer,
+                      e.sequence, e.recorded_at, v_nudge;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    -- Refused: give the numbers back. A claim taken stays with the
+    -- transaction, which then nudges (harmless) if it commits.
+    UPDATE eventstore_partitionhead h SET sequence = h.sequence - v_count
+        WHERE h.partition = p_partition;
+    IF v_stored = v_count THEN
+        RETURN QUERY
+            SELECT 'duplicate'::text, e.id, e.event_id, e.version::integer,
+                   e.sequence, e.recorded_at, v_nudge
+            FROM eventstore_event e
+            WHERE e.event_id IN (
+                SELECT (x->>'event_id')::uuid FROM jsonb_array_elements(p_events) x)
+            ORDER BY e.id;
+    ELSIF v_stored > 0 THEN
+        RETURN QUERY SELECT 'partial_duplicate'::text, NULL::bigint, NULL::uuid,
+            NULL::integer, NULL::bigint, NULL::timestamptz, v_nudge;
+    ELSE
+        SELECT coalesce(max(e.version), 0) INTO v_current
+            FROM eventstore_event e WHERE e.stream_id = p_stream_id;
+        RETURN QUERY SELECT 'conflict'::text, NULL::bigint, NULL::uuid,
+            v_current, NULL::bigint, NULL::timestamptz, v_nudge;
+    END IF;
+END
+$$;
+"""
+
+
+def create(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(APPEND_SQL, params=None)
+
+
+def restore_0006(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        from importlib import import_module
+
+        sql = import_module("eventstore.migrations.0006_nudge_claims").APPEND_SQL
+        create_sql = sql[sql.index("CREATE FUNCTION eventstore_append") :]
+        schema_editor.execute(
+            create_sql.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1),
+            params=None,
+        )
+
+
+class Migration(migrations.Migration):
+    dependencies = [("eventstore", "0006_nudge_claims")]
+
+    operations = [migrations.RunPython(create, restore_0006)]
