@@ -1,7 +1,9 @@
 """Tables of the event store.
 
-``Event`` is the source of truth and append-only. ``PartitionHead`` hands out
-the per-partition sequence numbers that readers follow. ``NudgeClaim`` says
+``Event`` is the source of truth and append-only. ``PartitionHead`` is a
+partition's lock row: an append holds it until commit while it numbers its
+events after the partition's last one, so readers see sequence order as
+commit order. ``NudgeClaim`` says
 that a nudge for a partition is waiting for a worker. ``Snapshot`` rows are
 disposable caches of aggregate state. ``Checkpoint`` is a subscription's
 position in one partition, and the row whose lock is the lease on it.
@@ -47,11 +49,12 @@ class Event(models.Model):
 
 
 class PartitionHead(models.Model):
+    """A partition's lock row; its last sequence is its last event's."""
+
     partition = models.PositiveSmallIntegerField(primary_key=True)
-    sequence = models.BigIntegerField(default=0)
 
     def __str__(self):
-        return f"partition {self.partition} at {self.sequence}"
+        return f"partition {self.partition}"
 
 
 class NudgeClaim(models.Model):

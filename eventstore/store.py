@@ -1,14 +1,16 @@
 """Append events to streams and read them back.
 
 Order. Every stream lives in one partition (a stable hash of its id). Each
-partition has a head row holding its last sequence number; an append locks
-that row, takes the next numbers and inserts the events in one round trip
-(the ``eventstore_append`` function, migrations 0002 and 0005-0007). The
-lock is held until the appending transaction ends, so within a partition
-sequence order is commit order: a reader that has seen sequence ``n``
+partition has a head row; an append locks it, numbers its events after the
+partition's last committed sequence and inserts them in one round trip (the
+``eventstore_append`` function, migrations 0002 and 0005-0007). The lock is
+held until the appending transaction ends, so within a partition sequence
+order is commit order: a reader that has seen sequence ``n``
 committed has seen every event before it, and sees each stream's versions in
 order, however late a transaction commits and whenever it took its
 transaction id. Writers to different partitions never wait for each other.
+The append locks the row without updating it: updates would leave a dead
+row version per append, which no open transaction lets PostgreSQL prune.
 
 On SQLite (the embedded fallback) the same rules run in Python; SQLite
 serializes writers, so order is simple there.
@@ -26,6 +28,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.models import Max, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -263,9 +267,7 @@ def _append_portable(stream_id, partition, expected_version, rows):
     """Do what ``eventstore_append`` does, for databases without it (SQLite)."""
     event_ids = [row[0] for row in rows]
     with transaction.atomic():
-        head, _ = PartitionHead.objects.select_for_update().get_or_create(
-            partition=partition
-        )
+        PartitionHead.objects.select_for_update().get_or_create(partition=partition)
         stored = Event.objects.filter(event_id__in=event_ids).count()
         if stored == len(rows):
             return "duplicate", None
@@ -279,9 +281,7 @@ def _append_portable(stream_id, partition, expected_version, rows):
         ) or 0
         if current != expected_version:
             return "conflict", current
-        start = head.sequence
-        head.sequence += len(rows)
-        head.save(update_fields=["sequence"])
+        start = head_sequence(partition)
         created = Event.objects.bulk_create(
             Event(
                 stream_id=stream_id,
@@ -301,7 +301,7 @@ def _append_portable(stream_id, partition, expected_version, rows):
 
 
 def create_partitions(partitions: Iterable[int]) -> None:
-    """Create the head and nudge claim rows of partitions that have none.
+    """Create the head (lock) and nudge claim rows of partitions that have none.
 
     A partition's first append creates them too; an append to a partition
     with a head but no claim row would never nudge (only the sweep would
@@ -469,7 +469,7 @@ def read_partition(
         cursor.execute(
             f"SELECT {_E_COLUMNS}, head.sequence FROM "
             "(SELECT coalesce(max(sequence), 0) AS sequence"
-            " FROM eventstore_partitionhead WHERE partition = %s) AS head "
+            " FROM eventstore_event WHERE partition = %s) AS head "
             f"LEFT JOIN (SELECT {_COLUMNS} FROM eventstore_event"
             f" WHERE partition = %s AND sequence > %s{type_filter}"
             " ORDER BY sequence LIMIT %s) AS e ON true ORDER BY e.sequence",
@@ -487,13 +487,27 @@ def read_partition(
 
 
 def head_sequence(partition: int) -> int:
-    """Return the partition's last sequence number (0 before its first event)."""
-    # get(), not first(): first() would compile an ORDER BY for a one-row
-    # lookup that every runner pass makes.
-    try:
-        return PartitionHead.objects.get(partition=partition).sequence
-    except PartitionHead.DoesNotExist:
-        return 0
+    """Return the partition's last committed sequence (0 before its first event)."""
+    last = Event.objects.filter(partition=partition).aggregate(last=Max("sequence"))
+    return last["last"] or 0
+
+
+def partition_heads() -> dict[int, int]:
+    """Return the last committed sequence of every partition, read in one statement.
+
+    One statement reads every head in one snapshot, so no transaction's
+    events are split between the heads.
+    """
+    last = (
+        Event.objects.filter(partition=OuterRef("partition"))
+        .order_by("-sequence")
+        .values("sequence")[:1]
+    )
+    return dict(
+        PartitionHead.objects.annotate(head=Coalesce(Subquery(last), 0)).values_list(
+            "partition", "head"
+        )
+    )
 
 
 def read_events_by_id(event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:

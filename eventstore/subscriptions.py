@@ -30,8 +30,8 @@ from . import events as event_registry
 from . import nudges
 from .context import metadata_context
 from .errors import ConcurrencyError, UnreadableEvent
-from .models import Checkpoint, PartitionHead, SkippedEvent
-from .store import RecordedEvent, head_sequence, read_partition
+from .models import Checkpoint, SkippedEvent
+from .store import RecordedEvent, head_sequence, partition_heads, read_partition
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ def partitions_behind() -> list[int]:
     """Return the partitions where some subscription has work it may do now."""
     subs = all_subscriptions()
     _ensure_checkpoints(subs, partitions())
-    heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
+    heads = partition_heads()
     waiting = Q(failed_sequence__isnull=False, retry_at__gt=timezone.now())
     behind = set()
     for checkpoint in Checkpoint.objects.filter(
@@ -440,7 +440,7 @@ def subscription_status() -> list[PartitionStatus]:
 
     Reads only: a partition no runner has visited yet shows position 0.
     """
-    heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
+    heads = partition_heads()
     stored = {
         (c.subscription, c.partition): c
         for c in Checkpoint.objects.filter(

@@ -41,8 +41,8 @@ from django.utils import timezone
 
 from . import subscriptions
 from .errors import EventStoreError
-from .models import Checkpoint, CheckRun, PartitionHead, SkippedEvent
-from .store import create_partitions, read_partition
+from .models import Checkpoint, CheckRun, SkippedEvent
+from .store import create_partitions, partition_heads, read_partition
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def caught_up_cut(names: list[str]) -> Iterator[dict[int, int]]:
         for _ in range(CUT_ATTEMPTS):
             for partition in subscriptions.partitions():
                 subscriptions.process_partition(partition, subs)
-            heads = dict(PartitionHead.objects.values_list("partition", "sequence"))
+            heads = partition_heads()
             positions = list(
                 Checkpoint.objects.filter(subscription__in=names).values_list(
                     "subscription", "partition", "sequence", "failed_sequence"

@@ -1,16 +1,24 @@
-"""A leaner ``eventstore_append``: two statements on the common path.
+"""Append locks the partition head row instead of updating it; a leaner append.
 
+- The head row is locked (``FOR UPDATE``) and the numbers continue the
+  partition's last committed sequence, read after the lock. Before, every
+  append wrote a new version of the row. While any transaction stayed open
+  (a rebuild runs in one), none of those versions could be pruned, and
+  finding the row cost more with each append: measured, the append's server
+  CPU rose from 180 to 355 us over 12,000 appends beside one open
+  transaction; locking keeps it flat. ``PartitionHead.sequence`` goes: the
+  head of a partition is its last committed event.
+- A refused append numbered nothing, so it has nothing to give back.
 - The version check rides in the INSERT (a one-time filter on the stream's
   latest version) instead of a statement of its own; only a refused append
   runs the checks again to say why.
-- The nudge claim is read with the head UPDATE and written only when it is
-  free or stale, which is rarely: an UPDATE of the claim row in the head
-  statement cost server time on every append, even when it changed nothing.
+- The nudge claim is read after the lock and written only when it is free or
+  stale; before, every append ran an UPDATE of the claim row that rarely
+  changed it.
 
-Statements still run in this order for a reason: the head UPDATE waits for
-the partition's previous writer, and each later statement of a plpgsql
-function takes a fresh snapshot, so the version check sees what that writer
-committed.
+Each statement of a plpgsql function takes a fresh snapshot under READ
+COMMITTED, so the statements after the lock see what the partition's
+previous writer committed.
 """
 
 from django.db import migrations
@@ -42,22 +50,25 @@ DECLARE
     v_current integer;
     v_event_id uuid;
 BEGIN
-    FOR attempt IN 1..2 LOOP
-        -- Lock the head and take the numbers; the lock orders all writers
-        -- of this partition by commit.
-        UPDATE eventstore_partitionhead h SET sequence = h.sequence + v_count
-            WHERE h.partition = p_partition
-            RETURNING h.sequence - v_count,
-                (SELECT c.claimed_at FROM eventstore_nudgeclaim c
-                 WHERE c.partition = p_partition)
-            INTO v_head, v_claimed_at;
-        EXIT WHEN FOUND;
+    -- Lock the partition's head row until commit: the lock orders the
+    -- partition's writers by commit. Locking writes no new row version.
+    PERFORM FROM eventstore_partitionhead h
+        WHERE h.partition = p_partition FOR UPDATE;
+    IF NOT FOUND THEN
         -- The partition's first append.
-        INSERT INTO eventstore_partitionhead (partition, sequence)
-            VALUES (p_partition, 0) ON CONFLICT (partition) DO NOTHING;
+        INSERT INTO eventstore_partitionhead (partition)
+            VALUES (p_partition) ON CONFLICT (partition) DO NOTHING;
         INSERT INTO eventstore_nudgeclaim (partition)
             VALUES (p_partition) ON CONFLICT (partition) DO NOTHING;
-    END LOOP;
+        PERFORM FROM eventstore_partitionhead h
+            WHERE h.partition = p_partition FOR UPDATE;
+    END IF;
+    -- The partition's last committed sequence, and its nudge claim.
+    SELECT coalesce(max(e.sequence), 0),
+           (SELECT c.claimed_at FROM eventstore_nudgeclaim c
+            WHERE c.partition = p_partition)
+        INTO v_head, v_claimed_at
+        FROM eventstore_event e WHERE e.partition = p_partition;
 
     -- Claim the partition's nudge unless one younger than 10 seconds is
     -- waiting (eventstore.nudges). The UPDATE checks again under the row
@@ -103,10 +114,8 @@ BEGIN
         END IF;
     END IF;
 
-    -- Refused: give the numbers back. A claim taken stays with the
-    -- transaction, which then nudges (harmless) if it commits.
-    UPDATE eventstore_partitionhead h SET sequence = h.sequence - v_count
-        WHERE h.partition = p_partition;
+    -- Refused. A claim taken stays with the transaction, which then nudges
+    -- (harmless) if it commits.
     IF v_stored = v_count THEN
         RETURN QUERY
             SELECT 'duplicate'::text, e.id, e.event_id, e.version::integer,
@@ -146,7 +155,19 @@ def restore_0006(apps, schema_editor):
         )
 
 
+# Going back to 0006, the head rows get their sequence again.
+FILL_SEQUENCE_SQL = """
+UPDATE eventstore_partitionhead SET sequence = coalesce(
+    (SELECT max(e.sequence) FROM eventstore_event e
+     WHERE e.partition = eventstore_partitionhead.partition), 0)
+"""
+
+
 class Migration(migrations.Migration):
     dependencies = [("eventstore", "0006_nudge_claims")]
 
-    operations = [migrations.RunPython(create, restore_0006)]
+    operations = [
+        migrations.RunPython(create, restore_0006),
+        migrations.RunSQL(migrations.RunSQL.noop, reverse_sql=FILL_SEQUENCE_SQL),
+        migrations.RemoveField(model_name="partitionhead", name="sequence"),
+    ]
