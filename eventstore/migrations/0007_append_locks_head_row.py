@@ -12,6 +12,11 @@
 - The version check rides in the INSERT (a one-time filter on the stream's
   latest version) instead of a statement of its own; only a refused append
   runs the checks again to say why.
+- The last sequence and version are read with ORDER BY ... LIMIT 1, whose
+  plan is a backward index scan for one row whatever the statistics.
+  ``max()`` got a plan that reads every index entry of the partition or
+  stream when plpgsql planned it on an empty table (a new database, or after
+  TRUNCATE) and kept it.
 - The nudge claim is read after the lock and written only when it is free or
   stale; before, every append ran an UPDATE of the claim row that rarely
   changed it.
@@ -63,12 +68,16 @@ BEGIN
         PERFORM FROM eventstore_partitionhead h
             WHERE h.partition = p_partition FOR UPDATE;
     END IF;
-    -- The partition's last committed sequence, and its nudge claim.
-    SELECT coalesce(max(e.sequence), 0),
+    -- The partition's last committed sequence, and its nudge claim. The
+    -- last rows are asked for with ORDER BY ... LIMIT 1, not max(): a plan
+    -- made while the table was empty (plpgsql keeps it) would otherwise
+    -- read every row of the partition.
+    SELECT coalesce((SELECT e.sequence FROM eventstore_event e
+                     WHERE e.partition = p_partition
+                     ORDER BY e.sequence DESC LIMIT 1), 0),
            (SELECT c.claimed_at FROM eventstore_nudgeclaim c
             WHERE c.partition = p_partition)
-        INTO v_head, v_claimed_at
-        FROM eventstore_event e WHERE e.partition = p_partition;
+        INTO v_head, v_claimed_at;
 
     -- Claim the partition's nudge unless one younger than 10 seconds is
     -- waiting (eventstore.nudges). The UPDATE checks again under the row
@@ -105,8 +114,10 @@ BEGIN
                    (r.x->>'schema_version')::smallint, r.x->'data',
                    r.x->'metadata', (r.x->>'event_id')::uuid, clock_timestamp()
             FROM jsonb_array_elements(p_events) WITH ORDINALITY AS r(x, n)
-            WHERE (SELECT coalesce(max(s.version), 0) FROM eventstore_event s
-                   WHERE s.stream_id = p_stream_id) = p_expected_version
+            WHERE coalesce((SELECT s.version FROM eventstore_event s
+                            WHERE s.stream_id = p_stream_id
+                            ORDER BY s.version DESC LIMIT 1), 0)
+                  = p_expected_version
             RETURNING 'appended'::text, e.id, e.event_id, e.version::integer,
                       e.sequence, e.recorded_at, v_nudge;
         IF FOUND THEN
@@ -128,8 +139,9 @@ BEGIN
         RETURN QUERY SELECT 'partial_duplicate'::text, NULL::bigint, NULL::uuid,
             NULL::integer, NULL::bigint, NULL::timestamptz, v_nudge;
     ELSE
-        SELECT coalesce(max(e.version), 0) INTO v_current
-            FROM eventstore_event e WHERE e.stream_id = p_stream_id;
+        v_current := coalesce((SELECT e.version FROM eventstore_event e
+                               WHERE e.stream_id = p_stream_id
+                               ORDER BY e.version DESC LIMIT 1), 0);
         RETURN QUERY SELECT 'conflict'::text, NULL::bigint, NULL::uuid,
             v_current, NULL::bigint, NULL::timestamptz, v_nudge;
     END IF;
