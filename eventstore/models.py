@@ -3,10 +3,10 @@
 ``Event`` is the source of truth and append-only. ``PartitionHead`` is a
 partition's lock row: an append holds it until commit while it numbers its
 events after the partition's last one, so readers see sequence order as
-commit order. ``NudgeClaim`` says
-that a nudge for a partition is waiting for a worker. ``Snapshot`` rows are
-disposable caches of aggregate state. ``Checkpoint`` is a subscription's
-position in one partition, and the row whose lock is the lease on it.
+commit order. ``NudgeClaim`` says that a nudge for a partition is waiting
+for a worker. ``Snapshot`` rows are disposable caches of aggregate state.
+``Checkpoint`` is a subscription's position in one partition, and the row
+whose lock is the lease on it.
 """
 
 from django.conf import settings

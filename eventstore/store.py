@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -468,8 +468,9 @@ def read_partition(
     with _reading_cursor() as cursor:
         cursor.execute(
             f"SELECT {_E_COLUMNS}, head.sequence FROM "
-            "(SELECT coalesce(max(sequence), 0) AS sequence"
-            " FROM eventstore_event WHERE partition = %s) AS head "
+            "(SELECT coalesce((SELECT sequence FROM eventstore_event"
+            " WHERE partition = %s ORDER BY sequence DESC LIMIT 1), 0) AS sequence)"
+            " AS head "
             f"LEFT JOIN (SELECT {_COLUMNS} FROM eventstore_event"
             f" WHERE partition = %s AND sequence > %s{type_filter}"
             " ORDER BY sequence LIMIT %s) AS e ON true ORDER BY e.sequence",
@@ -486,10 +487,20 @@ def read_partition(
     return events, head
 
 
+# A partition's last sequence is asked for with ORDER BY ... LIMIT 1, not
+# max(): that plans as a backward index scan for one row even when the plan
+# was made (and kept, in a prepared statement) while the table was empty;
+# max() then got a plan that reads every index entry of the partition.
+
+
 def head_sequence(partition: int) -> int:
     """Return the partition's last committed sequence (0 before its first event)."""
-    last = Event.objects.filter(partition=partition).aggregate(last=Max("sequence"))
-    return last["last"] or 0
+    return (
+        Event.objects.filter(partition=partition)
+        .order_by("-sequence")
+        .values_list("sequence", flat=True)
+        .first()
+    ) or 0
 
 
 def partition_heads() -> dict[int, int]:
