@@ -294,6 +294,9 @@ class TestAppendAsItsOwnTransaction:
 
         assert [e.event.amount for e in read_stream(stream)] == [1]
         assert head_sequence(partition) == head
+        # The refused append took no number: the next one leaves no gap.
+        (recorded,) = append(stream, [Counted(amount=3)], 1)
+        assert recorded.sequence == head + 1
 
     def test_it_locks_the_partition_head_without_writing_a_new_version(self):
         # A new row version per append could not be pruned while any
