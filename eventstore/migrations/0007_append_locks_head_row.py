@@ -68,6 +68,9 @@ BEGIN
             VALUES (p_partition) ON CONFLICT (partition) DO NOTHING;
         PERFORM FROM eventstore_partitionhead h
             WHERE h.partition = p_partition FOR UPDATE;
+        IF NOT FOUND THEN  -- never without the lock that orders the partition
+            RAISE EXCEPTION 'partition % has no head row to lock', p_partition;
+        END IF;
     END IF;
     -- The partition's last committed sequence, and its nudge claim. The
     -- last rows are asked for with ORDER BY ... LIMIT 1, not max(): a plan
