@@ -68,32 +68,15 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     # Stopped with SIGTERM, still drop the database and the queue (finally below).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "banksite.settings")
-    database_url = environment.point_at_bench_database()
-    broker, queue = environment.point_at_bench_queue()
-    log(f"creating {database_url.rsplit('/', 1)[1]} ...")
-    environment.create_database(database_url)
-    try:
+    with environment.own_database_and_queue("eventstore") as (_, broker, queue):
         import django
 
         django.setup()
-        from django.conf import settings
-
-        # Production runs with DEBUG off; on, Django would log every query.
-        settings.DEBUG = False
         environment.migrate()
         run(args, broker=broker, queue=queue)
         load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
         elapsed = time.perf_counter() - started
         print(f"\nrun took {elapsed:.0f} s; load average at the end {load}", flush=True)
-    finally:
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        environment.drop_database(database_url)
-        environment.clear_queue(broker, queue, everything=True)
-        log("dropped the bench database and queue")
     return 0
 
 

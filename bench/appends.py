@@ -70,11 +70,8 @@ def _worker(pipe, barrier) -> None:
     """Run writers on request: set up Django once, then time each run."""
     import django
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "banksite.settings")
+    # The environment (DEBUG off, the bench's database) comes from the parent.
     django.setup()
-    from django.conf import settings
-
-    settings.DEBUG = False
     from .writers import Writers, connect_raw
 
     writers = Writers(connect_raw())

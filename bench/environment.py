@@ -9,6 +9,7 @@ environment, so they find the same database and queue.
 
 import contextlib
 import os
+import sys
 import urllib.parse
 import uuid
 
@@ -48,6 +49,35 @@ def point_at_bench_queue(bench: str = "eventstore") -> tuple[str, str]:
     os.environ["CELERY_BROKER_URL"] = broker
     os.environ["CELERY_TASK_DEFAULT_QUEUE"] = queue
     return broker, queue
+
+
+@contextlib.contextmanager
+def own_database_and_queue(bench: str):
+    """Run a bench on a database and queue of its own; drop both at the end.
+
+    Set the environment Django reads (DEBUG off: Django would otherwise keep
+    every query it ran), create ``bench_<bench>_<pid>`` and yield
+    ``(database_url, broker, queue)``. The caller sets Django up and
+    migrates. On the way out, even after an error, close Django's
+    connections, drop the database and clear the queue.
+    """
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "banksite.settings")
+    os.environ["DEBUG"] = "0"
+    os.environ.setdefault("SECRET_KEY", f"bench-{uuid.uuid4().hex}")
+    database_url = point_at_bench_database(bench)
+    broker, queue = point_at_bench_queue(bench)
+    print(f"creating {_database_name(database_url)} ...", file=sys.stderr, flush=True)
+    create_database(database_url)
+    try:
+        yield database_url, broker, queue
+    finally:
+        if "django.db" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        drop_database(database_url)
+        clear_queue(broker, queue, everything=True)
+        print("dropped the bench database and queue", file=sys.stderr, flush=True)
 
 
 def _maintenance_url(database_url: str) -> str:

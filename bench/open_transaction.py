@@ -21,10 +21,8 @@ the partition head table.
 """
 
 import argparse
-import os
 import sys
 import time
-import uuid
 
 from . import environment
 
@@ -90,14 +88,7 @@ def measure_batch(appender: Appender, count: int) -> tuple[float, float, int]:
 def main(argv=None) -> None:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     batches, size = (2, 500) if arguments.quick else (6, 2000)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "banksite.settings")
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", f"bench-{uuid.uuid4().hex}")
-    database = environment.point_at_bench_database("open_transaction")
-    broker, queue = environment.point_at_bench_queue("open_transaction")
-    environment.create_database(database)
-    held = None
-    try:
+    with environment.own_database_and_queue("open_transaction") as (database, _, _):
         import django
 
         django.setup()
@@ -108,21 +99,13 @@ def main(argv=None) -> None:
         appender = Appender()
         appender.append(STREAMS)  # every stream and partition exists; warm
         rows = [("none", *measure_batch(appender, size))]
-        held = psycopg.connect(os.environ["DATABASE_URL"])
-        held.execute("SELECT pg_current_xact_id()")  # open, with an id
-        for _ in range(batches):
-            rows.append(("open", *measure_batch(appender, size)))
-        held.rollback()
+        with psycopg.connect(database) as held:
+            held.execute("SELECT pg_current_xact_id()")  # open, with an id
+            for _ in range(batches):
+                rows.append(("open", *measure_batch(appender, size)))
+            held.rollback()
         rows.append(("ended", *measure_batch(appender, size)))
         print("\n".join(report(rows, size=size)))
-    finally:
-        if held is not None:
-            held.close()
-        from django.db import connections
-
-        connections.close_all()
-        environment.clear_queue(broker, queue, everything=True)
-        environment.drop_database(database)
 
 
 def report(rows, *, size: int) -> list[str]:

@@ -258,14 +258,7 @@ def report(results: list[dict]) -> list[str]:
 def main(argv=None) -> None:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     sizes = [5_000, 20_000] if arguments.quick else [50_000, 200_000]
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "banksite.settings")
-    # DEBUG off: Django would otherwise keep every query it ran.
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", f"bench-{uuid.uuid4().hex}")
-    database = environment.point_at_bench_database("rebuild")
-    broker, queue = environment.point_at_bench_queue("rebuild")
-    environment.create_database(database)
-    try:
+    with environment.own_database_and_queue("rebuild") as (database, broker, queue):
         import django
 
         django.setup()
@@ -282,12 +275,6 @@ def main(argv=None) -> None:
             log(f"measuring at {bank.events:,} events")
             results.append(measure(bank.events))
         print("\n".join(report(results)))
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        environment.clear_queue(broker, queue, everything=True)
-        environment.drop_database(database)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ What it measures, in one run:
 """
 
 import argparse
+import contextlib
 import cProfile
 import functools
 import io
@@ -352,18 +353,13 @@ def main(argv=None) -> int:
     if args.quick:
         args.transfers, args.latency_seconds = 200, 3.0
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "banksite.settings")
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", "bench-only")
     os.environ["LOG_LEVEL"] = "WARNING"
-    database_url = environment.point_at_bench_database("transfers")
-    broker, queue = environment.point_at_bench_queue("transfers")
     os.environ["EVENTSTORE_SWEEP_SECONDS"] = "1"
-    log(f"creating {database_url.rsplit('/', 1)[1]} ...")
-    environment.create_database(database_url)
-    workers: list[WorkerProcess] = []
     started = time.perf_counter()
-    try:
+    with (
+        environment.own_database_and_queue("transfers") as (_, broker, queue),
+        contextlib.ExitStack() as on_exit,  # stops the workers, even after an error
+    ):
         import django
 
         django.setup()
@@ -405,6 +401,8 @@ def main(argv=None) -> int:
         for count in (1, 2):
             log(f"{count} worker(s): starting ...")
             workers = start_workers(count, log_dir)
+            for worker in workers:
+                on_exit.callback(worker.stop)  # stop() does nothing the second time
             log(
                 f"{count} worker(s): {args.transfers} transfers as fast as possible ..."
             )
@@ -426,7 +424,6 @@ def main(argv=None) -> int:
             rows.append((count, burst, paced))
             for worker in workers:
                 worker.stop()
-            workers = []
 
         show(
             "",
@@ -458,16 +455,6 @@ def main(argv=None) -> int:
         log("profiling in this process ...")
         show(*time_steps(owner, accounts, 100 if args.quick else 300))
         show("", f"run took {time.perf_counter() - started:.0f} s")
-    finally:
-        for worker in workers:
-            worker.stop()
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        environment.drop_database(database_url)
-        environment.clear_queue(broker, queue, everything=True)
-        log("dropped the bench database and queue")
     return 0
 
 
