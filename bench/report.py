@@ -195,9 +195,11 @@ def cpu(cpu_use, *, events: int, processes: int) -> list[str]:
         return f"{1e6 * statistics.median(seconds) / events:.0f}"
 
     parts = []
+    server_elsewhere = False
     for name, label in CPU_LABELS.items():
         runs = cpu_use[name]
         servers = [run.server for run in runs]
+        server_elsewhere = server_elsewhere or None in servers
         server = "n/a" if None in servers else per_event(servers)
         parts.append(f"{label} {per_event([run.client for run in runs])} / {server}")
     lines = [
@@ -206,6 +208,6 @@ def cpu(cpu_use, *, events: int, processes: int) -> list[str]:
         f" {processes} writer processes) / server (their PostgreSQL backends)",
         "   " + "; ".join(parts),
     ]
-    if any("n/a" in part for part in parts):
+    if server_elsewhere:
         lines.append("   (server n/a: PostgreSQL runs on another machine)")
     return lines

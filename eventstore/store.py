@@ -493,14 +493,17 @@ def read_partition(
 # max() then got a plan that reads every index entry of the partition.
 
 
-def head_sequence(partition: int) -> int:
-    """Return the partition's last committed sequence (0 before its first event)."""
+def _sequences_from_last(partition):
     return (
         Event.objects.filter(partition=partition)
         .order_by("-sequence")
         .values_list("sequence", flat=True)
-        .first()
-    ) or 0
+    )
+
+
+def head_sequence(partition: int) -> int:
+    """Return the partition's last committed sequence (0 before its first event)."""
+    return _sequences_from_last(partition).first() or 0
 
 
 def partition_heads() -> dict[int, int]:
@@ -509,13 +512,9 @@ def partition_heads() -> dict[int, int]:
     One statement reads every head in one snapshot, so no transaction's
     events are split between the heads.
     """
-    last = (
-        Event.objects.filter(partition=OuterRef("partition"))
-        .order_by("-sequence")
-        .values("sequence")[:1]
-    )
+    last = Subquery(_sequences_from_last(OuterRef("partition"))[:1])
     return dict(
-        PartitionHead.objects.annotate(head=Coalesce(Subquery(last), 0)).values_list(
+        PartitionHead.objects.annotate(head=Coalesce(last, 0)).values_list(
             "partition", "head"
         )
     )
