@@ -6,8 +6,10 @@ the partition's nudge in the same database call that stores its events
 (``eventstore_append``, migrations 0006 and 0007): it sets the partition's
 ``NudgeClaim`` unless a claim younger than 10 seconds is there, and only a
 transaction that set it sends a nudge, after commit. The task clears the
-claim as it starts. A claim rolls back with its transaction; if a message is
-lost, the claim expires and meanwhile the periodic sweep finds the partition.
+claim as it starts, once the partition's open appends have ended (one of
+them may have seen the claim and counted on this nudge). A claim rolls back
+with its transaction; if a message is lost, the claim expires and meanwhile
+the periodic sweep finds the partition.
 Publishing a Celery message costs about a millisecond of Python, more than
 the append it follows, so this saves most of them under load.
 
@@ -17,11 +19,14 @@ nudges.
 
 import logging
 
-from django.db import connection, transaction
+import psycopg.errors
+from django.db import OperationalError, connection, transaction
 
 from .models import NudgeClaim
 
 logger = logging.getLogger(__name__)
+
+RELEASE_LOCK_TIMEOUT = "5s"
 
 
 def send_on_commit(partition: int) -> None:
@@ -67,18 +72,33 @@ def send(partitions: set[int]) -> None:
 def release(partition: int) -> None:
     """Let the next append nudge the partition again (the runner is starting).
 
-    A claim locked by an open transaction was just taken by an append that
-    will send a nudge of its own after commit: it is left alone.
+    First wait for the appends to the partition still open (each holds the
+    head row's lock until it ends): one of them may have seen the claim and
+    sent no nudge, counting on this runner, which must therefore read after
+    it commits. An append that comes later finds no claim and nudges. If the
+    lock is held for longer than ``RELEASE_LOCK_TIMEOUT`` (a transaction left
+    open), give up: the claim expires and the sweep finds the partition.
     """
     if connection.vendor != "postgresql":
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE eventstore_nudgeclaim SET claimed_at = NULL"
-            " WHERE partition = (SELECT partition FROM eventstore_nudgeclaim"
-            " WHERE partition = %s AND claimed_at IS NOT NULL"
-            " FOR UPDATE SKIP LOCKED)",
-            [partition],
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{RELEASE_LOCK_TIMEOUT}'")
+            cursor.execute(
+                "UPDATE eventstore_nudgeclaim c SET claimed_at = NULL"
+                " FROM (SELECT partition FROM eventstore_partitionhead"
+                "       WHERE partition = %s FOR UPDATE) h"
+                " WHERE c.partition = h.partition AND c.claimed_at IS NOT NULL",
+                [partition],
+            )
+    except OperationalError as error:
+        if not isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
+            raise
+        logger.warning(
+            "partition %s: appends held its lock over %s; its claim stays until"
+            " it expires",
+            partition,
+            RELEASE_LOCK_TIMEOUT,
         )
 
 

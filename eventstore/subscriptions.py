@@ -199,13 +199,13 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
     transient_failures = 0
     while True:
         try:
-            count, _ = _handle_batch(sub, partition, sub.batch_size)
+            batch = _handle_batch(sub, partition, sub.batch_size)
         except _HandlerFailed as failure:
             if failure.index is None:
                 return handled + _handle_one_by_one(sub, partition)
             if failure.index > 0:
                 # Commit the events before the failing one, then stop there.
-                count, _ = _handle_batch(sub, partition, failure.index)
+                count, _ = _handle_batch(sub, partition, failure.index) or (0, False)
                 handled += count
             _record_failure(sub, partition, failure)
             return handled
@@ -215,10 +215,16 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
             transient_failures += 1
             logger.info("retrying %s[%s] after %s", sub.name, partition, error)
             continue
+        if batch is None:  # another runner holds the lease, or a backoff waits
+            return handled
+        count, _ = batch
         handled += count
         # A batch that handled something may have appended events to this
-        # very partition (a process manager's next step): look again.
-        if not count:
+        # very partition (a process manager's next step): look again. After
+        # one that found nothing, look at the head once more, now that the
+        # lease is free: a runner nudged while this one held it was turned
+        # away and left its events to this one.
+        if not count and not _with_work([sub], partition):
             return handled
 
 
@@ -227,10 +233,13 @@ def _handle_one_by_one(sub: Subscription, partition: int) -> int:
     handled = 0
     for _ in range(sub.batch_size):
         try:
-            count, more = _handle_batch(sub, partition, 1)
+            batch = _handle_batch(sub, partition, 1)
         except _HandlerFailed as failure:
             _record_failure(sub, partition, failure)
             return handled
+        if batch is None:
+            break
+        count, more = batch
         handled += count
         if not more:
             break
@@ -259,18 +268,24 @@ def handling_context(recorded: RecordedEvent):
     )
 
 
-def _handle_batch(sub: Subscription, partition: int, limit: int) -> tuple[int, bool]:
-    """Handle up to ``limit`` events in one transaction; return (count, more to do)."""
+def _handle_batch(
+    sub: Subscription, partition: int, limit: int
+) -> tuple[int, bool] | None:
+    """Handle up to ``limit`` events in one transaction; return (count, more to do).
+
+    Return None, reading nothing, if another worker holds the lease or the
+    partition waits for its backoff.
+    """
     with transaction.atomic():
         checkpoint = _lease(sub, partition)
         if checkpoint is None:  # another worker holds the lease
-            return 0, False
+            return None
         if (
             checkpoint.is_stopped
             and checkpoint.retry_at
             and checkpoint.retry_at > timezone.now()
         ):
-            return 0, False
+            return None
         try:
             events, head = read_partition(
                 partition,

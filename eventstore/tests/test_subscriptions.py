@@ -15,7 +15,7 @@ from django.utils import timezone
 from eventstore import nudges, subscriptions
 from eventstore.models import Checkpoint, Event, NudgeClaim, SkippedEvent
 from eventstore.store import append, lock_partitions, partition_for, read_stream
-from eventstore.tasks import sweep_partitions
+from eventstore.tasks import process_partition_task, sweep_partitions
 from eventstore.tests.streams import streams_in_partition
 from eventstore.tests.test_store import in_thread_transaction
 from eventstore.tests.testapp.events import Counted
@@ -310,6 +310,18 @@ def purge_broker_queue() -> None:
     nudges.release_all()
 
 
+def run_closing_connection(function, *args):
+    """Return a thread target that runs ``function`` and closes its connection."""
+
+    def run():
+        try:
+            function(*args)
+        finally:
+            connection.close()
+
+    return run
+
+
 @pytest.mark.django_db(transaction=True)
 class TestDelivery:
     def test_one_nudge_per_partition_and_transaction_after_commit(self):
@@ -399,26 +411,97 @@ class TestDelivery:
 
         assert broker_queue_length() == 1
 
-    def test_release_leaves_a_claim_that_an_open_transaction_just_took(self):
+    def test_a_runner_starting_beside_an_open_append_handles_it_once_committed(
+        self,
+    ):
+        # Given a nudge waiting for partition 1, and an append that saw its
+        # claim (so it sends no nudge of its own) in a transaction still open
         purge_broker_queue()
-        (stream,) = streams_in_partition(1, 1)
-        claimed = threading.Event()
-        released = threading.Event()
+        first, second = streams_in_partition(1, 2)
+        append(first, [Counted(amount=1)], 0)
+        appended, commit = threading.Event(), threading.Event()
 
         def append_and_wait():
-            append(stream, [Counted(amount=1)], 0)
-            claimed.set()
-            released.wait(10)
+            append(second, [Counted(amount=1)], 0)
+            appended.set()
+            commit.wait(10)
 
         holder, held = in_thread_transaction(append_and_wait)
-        assert claimed.wait(10)
-        nudges.release(1)  # does not wait for the holder
-        released.set()
-        holder.join(10)
+        assert appended.wait(10)
 
+        # When the nudge's task starts, and the append commits meanwhile
+        task = threading.Thread(
+            target=run_closing_connection(process_partition_task, 1)
+        )
+        task.start()
+        task.join(1)  # a task that does not wait for the append ends by now
+        commit.set()
+        holder.join(10)
+        task.join(20)
+
+        # Then the task handled the late append too: no event waits for the sweep
+        assert "error" not in held and not task.is_alive()
+        assert Handled.objects.filter(stream_id=second).exists()
+        assert broker_queue_length() == 1  # the first append's nudge only
+
+    def test_release_gives_up_on_an_append_left_open(self, monkeypatch, caplog):
+        purge_broker_queue()
+        first, second = streams_in_partition(1, 2)
+        append(first, [Counted(amount=1)], 0)
+        appended, commit = threading.Event(), threading.Event()
+
+        def append_and_wait():
+            append(second, [Counted(amount=1)], 0)
+            appended.set()
+            commit.wait(10)
+
+        holder, held = in_thread_transaction(append_and_wait)
+        assert appended.wait(10)
+        monkeypatch.setattr(nudges, "RELEASE_LOCK_TIMEOUT", "200ms")
+        try:
+            nudges.release(1)
+            claimed_at = NudgeClaim.objects.get(partition=1).claimed_at
+        finally:
+            commit.set()
+            holder.join(10)
+
+        assert claimed_at is not None  # left to expire
+        assert "held its lock" in caplog.text
         assert "error" not in held
-        assert NudgeClaim.objects.get(partition=1).claimed_at is not None
-        assert broker_queue_length() == 1  # the holder's own nudge
+
+    def test_a_runner_turned_away_by_the_lease_leaves_its_events_to_the_holder(
+        self, monkeypatch
+    ):
+        # Given a runner holding the partition's lease, after a read that
+        # found nothing new
+        first, second = streams_in_partition(1, 2)
+        append(first, [Counted(amount=1)], 0)
+        read_nothing, go_on = threading.Event(), threading.Event()
+        real_read_partition = subscriptions.read_partition
+
+        def read_partition_then_pause(*args, **kwargs):
+            events, head = real_read_partition(*args, **kwargs)
+            if threading.current_thread() is holder and not events:
+                read_nothing.set()
+                go_on.wait(10)
+            return events, head
+
+        monkeypatch.setattr(subscriptions, "read_partition", read_partition_then_pause)
+        holder = threading.Thread(
+            target=run_closing_connection(subscriptions.process_partition, 1, [tallies])
+        )
+        holder.start()
+        assert read_nothing.wait(10)
+
+        # When an event is appended and its runner finds the lease taken
+        append(second, [Counted(amount=1)], 0)
+        assert subscriptions.process_partition(1, [tallies]) == 0
+        go_on.set()
+        holder.join(20)
+
+        # Then the holder handled it before it stopped
+        assert not holder.is_alive()
+        assert Handled.objects.filter(stream_id=second).exists()
 
     def test_the_sweep_finds_partitions_with_work(self):
         (stream,) = streams_in_partition(6, 1)
