@@ -21,6 +21,9 @@ from eventstore import nudges
 
 ROOT = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts"
+# pytest-django renames the database when (and only when) it creates the
+# test database.
+DATABASE_BEFORE_TESTS = settings.DATABASES["default"]["NAME"]
 
 
 def start_worker(
@@ -115,6 +118,8 @@ def end_other_sessions_on_the_test_database(django_db_setup, django_db_blocker):
     drop would then fail with "being accessed by other users".
     """
     yield
+    if connection.settings_dict["NAME"] == DATABASE_BEFORE_TESTS:
+        return  # no test of this run needed a database: none was created
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
