@@ -310,6 +310,23 @@ def purge_broker_queue() -> None:
     nudges.release_all()
 
 
+def append_left_open(stream: str):
+    """Append to a new stream in a thread whose transaction stays open.
+
+    Return the thread, its result dict and the event that lets it commit.
+    """
+    appended, commit = threading.Event(), threading.Event()
+
+    def append_and_wait():
+        append(stream, [Counted(amount=1)], 0)
+        appended.set()
+        commit.wait(10)
+
+    holder, held = in_thread_transaction(append_and_wait)
+    assert appended.wait(10)
+    return holder, held, commit
+
+
 def run_closing_connection(function, *args):
     """Return a thread target that runs ``function`` and closes its connection."""
 
@@ -419,15 +436,7 @@ class TestDelivery:
         purge_broker_queue()
         first, second = streams_in_partition(1, 2)
         append(first, [Counted(amount=1)], 0)
-        appended, commit = threading.Event(), threading.Event()
-
-        def append_and_wait():
-            append(second, [Counted(amount=1)], 0)
-            appended.set()
-            commit.wait(10)
-
-        holder, held = in_thread_transaction(append_and_wait)
-        assert appended.wait(10)
+        holder, held, commit = append_left_open(second)
 
         # When the nudge's task starts, and the append commits meanwhile
         task = threading.Thread(
@@ -448,15 +457,7 @@ class TestDelivery:
         purge_broker_queue()
         first, second = streams_in_partition(1, 2)
         append(first, [Counted(amount=1)], 0)
-        appended, commit = threading.Event(), threading.Event()
-
-        def append_and_wait():
-            append(second, [Counted(amount=1)], 0)
-            appended.set()
-            commit.wait(10)
-
-        holder, held = in_thread_transaction(append_and_wait)
-        assert appended.wait(10)
+        holder, held, commit = append_left_open(second)
         monkeypatch.setattr(nudges, "RELEASE_LOCK_TIMEOUT", "200ms")
         try:
             nudges.release(1)
