@@ -6,6 +6,7 @@ process: it sees only committed data, so tests that use it need
 ``@pytest.mark.django_db(transaction=True)``.
 """
 
+import json
 import os
 import time
 import uuid
@@ -64,10 +65,20 @@ def start_worker(
 
 @pytest.fixture(scope="session", autouse=True)
 def delete_this_runs_queue():
-    """Delete this run's Celery queue (and kombu's binding for it) at the end."""
+    """Delete this run's Celery queue, and kombu's keys for it, at the end.
+
+    A worker a test killed leaves the messages it held in kombu's ``unacked``
+    hash; an hour later any worker on this Redis database would put them back,
+    recreating the queue. So this run's entries there go too.
+    """
     yield
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    for tag, entry in client.hscan_iter("unacked"):
+        _message, _exchange, routing_key = json.loads(entry)
+        if routing_key == queue:
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
     client.delete(queue, f"_kombu.binding.{queue}")
     client.close()
 
