@@ -226,6 +226,23 @@ def in_thread_transaction(work, *args):
     return thread, result
 
 
+def append_left_open(stream: str):
+    """Append one event to a new stream in a thread whose transaction stays open.
+
+    Return the thread, its result dict and the event that lets it commit.
+    """
+    appended, commit = threading.Event(), threading.Event()
+
+    def append_and_wait():
+        append(stream, [Counted(amount=1)], 0)
+        appended.set()
+        commit.wait(10)
+
+    holder, held = in_thread_transaction(append_and_wait)
+    assert appended.wait(10)
+    return holder, held, commit
+
+
 @pytest.mark.django_db(transaction=True)
 class TestConcurrentWriters:
     # Outside a transaction an append is a transaction of its own, in one
@@ -336,16 +353,7 @@ class TestAppendAsItsOwnTransaction:
 class TestReadersNeverSkip:
     def test_a_late_commit_in_a_partition_is_not_passed_over(self):
         early, late = streams_in_partition(5, 2)
-        appended = threading.Event()
-        release = threading.Event()
-
-        def hold_open():
-            append(early, [Counted(amount=1)], 0)
-            appended.set()
-            release.wait(10)
-
-        holder, held = in_thread_transaction(hold_open)
-        assert appended.wait(10)
+        holder, held, commit = append_left_open(early)
         # A second writer to the same partition waits for the head row...
         second, second_result = in_thread_transaction(
             append, late, [Counted(amount=2)], 0
@@ -356,7 +364,7 @@ class TestReadersNeverSkip:
         seen, head = read_partition(5, after_sequence=0, limit=100)
         assert (seen, head) == ([], 0)
 
-        release.set()
+        commit.set()
         holder.join(10)
         second.join(10)
 

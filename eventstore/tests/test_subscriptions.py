@@ -17,7 +17,7 @@ from eventstore.models import Checkpoint, Event, NudgeClaim, SkippedEvent
 from eventstore.store import append, lock_partitions, partition_for, read_stream
 from eventstore.tasks import process_partition_task, sweep_partitions
 from eventstore.tests.streams import streams_in_partition
-from eventstore.tests.test_store import in_thread_transaction
+from eventstore.tests.test_store import append_left_open
 from eventstore.tests.testapp.events import Counted
 from eventstore.tests.testapp.models import Handled, Tally
 from eventstore.tests.testapp.projections import tallies
@@ -308,23 +308,6 @@ def purge_broker_queue_only() -> None:
 def purge_broker_queue() -> None:
     purge_broker_queue_only()
     nudges.release_all()
-
-
-def append_left_open(stream: str):
-    """Append to a new stream in a thread whose transaction stays open.
-
-    Return the thread, its result dict and the event that lets it commit.
-    """
-    appended, commit = threading.Event(), threading.Event()
-
-    def append_and_wait():
-        append(stream, [Counted(amount=1)], 0)
-        appended.set()
-        commit.wait(10)
-
-    holder, held = in_thread_transaction(append_and_wait)
-    assert appended.wait(10)
-    return holder, held, commit
 
 
 def run_closing_connection(function, *args):
