@@ -68,6 +68,8 @@ def register_panel(
 class SkipForm(forms.Form):
     subscription = forms.CharField()
     partition = forms.IntegerField(min_value=0)
+    # The failed event the operator saw: a skip of any other is refused.
+    sequence = forms.IntegerField(min_value=1)
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2, "cols": 40}),
         help_text="Why this event may be passed over; recorded with your name.",
@@ -199,6 +201,7 @@ def skip(request):
         skipped = subscriptions.skip_failed_event(
             data["subscription"],
             data["partition"],
+            sequence=data["sequence"],
             reason=data["reason"],
             actor=request.user,
         )

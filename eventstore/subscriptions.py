@@ -370,6 +370,18 @@ def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) 
         checkpoint = Checkpoint.objects.select_for_update().get(
             subscription=sub.name, partition=partition
         )
+        if checkpoint.sequence >= failure.sequence:
+            # Another runner took the lease after the rollback and handled
+            # the event: the failure was transient. Recording it would show
+            # a stop that is not there, and a skip would move the
+            # checkpoint back, handling events twice.
+            logger.info(
+                "%s[%s] failed at sequence %s, which it has passed since",
+                sub.name,
+                partition,
+                failure.sequence,
+            )
+            return
         same_event = checkpoint.failed_sequence == failure.sequence
         checkpoint.attempts = checkpoint.attempts + 1 if same_event else 1
         checkpoint.failed_sequence = failure.sequence
@@ -493,9 +505,14 @@ def retry_partition(subscription_name: str, partition: int) -> None:
 
 
 def skip_failed_event(
-    subscription_name: str, partition: int, *, reason: str, actor=None
+    subscription_name: str, partition: int, *, sequence: int, reason: str, actor=None
 ) -> SkippedEvent:
-    """Move a stopped partition past its failed event, recording who and why."""
+    """Move a stopped partition past its failed event, recording who and why.
+
+    ``sequence`` is the failed event the operator looked at. If the partition
+    has since moved on and stopped at another event (or the same skip is sent
+    twice), refuse: skipping an event nobody looked at may strand money.
+    """
     if not reason.strip():
         raise ValueError("a reason is required to skip an event")
     sub = get_subscription(subscription_name)
@@ -508,6 +525,11 @@ def skip_failed_event(
         )
         if not checkpoint.is_stopped:
             raise ValueError(f"{subscription_name}[{partition}] is not stopped")
+        if checkpoint.failed_sequence != sequence:
+            raise ValueError(
+                f"{subscription_name}[{partition}] is stopped at sequence "
+                f"{checkpoint.failed_sequence} now, not {sequence}; look again"
+            )
         skipped = SkippedEvent.objects.create(
             subscription=subscription_name,
             partition=partition,

@@ -131,7 +131,12 @@ class TestActions:
         response = post(
             client,
             "operations_skip",
-            {"subscription": tallies.name, "partition": 3, "reason": "   "},
+            {
+                "subscription": tallies.name,
+                "partition": 3,
+                "sequence": stopped.failed_sequence,
+                "reason": "   ",
+            },
         )
 
         assert "Not skipped" in page_messages(response)[0]
@@ -143,7 +148,12 @@ class TestActions:
         response = post(
             client,
             "operations_skip",
-            {"subscription": tallies.name, "partition": 3, "reason": "bad test data"},
+            {
+                "subscription": tallies.name,
+                "partition": 3,
+                "sequence": stopped.failed_sequence,
+                "reason": "bad test data",
+            },
         )
 
         skipped = SkippedEvent.objects.get()
@@ -165,10 +175,46 @@ class TestActions:
         response = post(
             client,
             "operations_skip",
-            {"subscription": tallies.name, "partition": 4, "reason": "why not"},
+            {
+                "subscription": tallies.name,
+                "partition": 4,
+                "sequence": 1,
+                "reason": "why not",
+            },
         )
 
         assert "not stopped" in page_messages(response)[0]
+
+    def test_the_skip_form_names_the_event_shown_and_another_is_not_skipped(
+        self, client, operator, stopped
+    ):
+        client.force_login(operator)
+        page = client.get(OPERATIONS).content.decode()
+        shown = f'name="sequence" value="{stopped.failed_sequence}"'
+        # Since the page was loaded, another operator skipped the event
+        # shown, and the partition stopped at the next one.
+        (stream,) = streams_in_partition(3, 1)
+        append(stream, [Counted(amount=3, fail=True)], 0)
+        subscriptions.skip_failed_event(
+            tallies.name, 3, sequence=stopped.failed_sequence, reason="seen first"
+        )
+        subscriptions.process_partition(3, [tallies])
+
+        response = post(
+            client,
+            "operations_skip",
+            {
+                "subscription": tallies.name,
+                "partition": 3,
+                "sequence": stopped.failed_sequence,
+                "reason": "bad test data",
+            },
+        )
+
+        assert shown in page
+        assert "look again" in page_messages(response)[0]
+        assert SkippedEvent.objects.get().reason == "seen first"
+        assert Checkpoint.objects.get(pk=stopped.pk).is_stopped
 
     def test_a_job_is_queued_after_commit_and_logged(
         self, client, operator, django_capture_on_commit_callbacks

@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 import redis
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -100,6 +100,20 @@ class TestHandling:
         )
         assert "STOPPED at 1" in line and "DeliberateFailure" in line
         assert "1 stopped partition(s)" in out.getvalue()
+
+    def test_the_subscriptions_command_skips_only_the_sequence_named(self):
+        (stream,) = streams_in_partition(2, 1)
+        (failed,) = append(stream, [Counted(amount=1, fail=True)], 0)
+        subscriptions.process_partition(2, [tallies])
+        skip = ["subscriptions", "--skip", tallies.name, "2"]
+
+        with pytest.raises(CommandError, match="look again"):
+            call_command(*skip, str(failed.sequence + 1), reason="typo")
+        out = StringIO()
+        call_command(*skip, str(failed.sequence), reason="bad data", stdout=out)
+
+        assert f"skipped sequence {failed.sequence}" in out.getvalue()
+        assert SkippedEvent.objects.get().reason == "bad data"
 
     def test_an_undecodable_event_stops_the_partition_naming_its_position(self):
         (stream,) = streams_in_partition(7, 1)
@@ -199,7 +213,11 @@ class TestFailures:
         subscriptions.process_partition(3, [tallies])
 
         subscriptions.skip_failed_event(
-            tallies.name, 3, reason="bad test data", actor=operator
+            tallies.name,
+            3,
+            sequence=recorded[0].sequence,
+            reason="bad test data",
+            actor=operator,
         )
         subscriptions.process_partition(3, [tallies])
 
@@ -215,10 +233,69 @@ class TestFailures:
 
     def test_a_skip_needs_a_reason_and_a_stopped_partition(self):
         with pytest.raises(ValueError, match="reason"):
-            subscriptions.skip_failed_event(tallies.name, 3, reason=" ")
+            subscriptions.skip_failed_event(tallies.name, 3, sequence=1, reason=" ")
         subscriptions.process_partition(3, [tallies])
         with pytest.raises(ValueError, match="not stopped"):
-            subscriptions.skip_failed_event(tallies.name, 3, reason="why not")
+            subscriptions.skip_failed_event(
+                tallies.name, 3, sequence=1, reason="why not"
+            )
+
+    def test_a_skip_sent_twice_does_not_skip_the_next_failed_event(self):
+        (stream,) = streams_in_partition(3, 1)
+        first, second = append(
+            stream, [Counted(amount=1, fail=True), Counted(amount=2, fail=True)], 0
+        )
+        subscriptions.process_partition(3, [tallies])
+        subscriptions.skip_failed_event(
+            tallies.name, 3, sequence=first.sequence, reason="bad test data"
+        )
+        subscriptions.process_partition(3, [tallies])
+
+        with pytest.raises(ValueError, match="look again"):
+            subscriptions.skip_failed_event(
+                tallies.name, 3, sequence=first.sequence, reason="bad test data"
+            )
+
+        assert checkpoint(3).failed_sequence == second.sequence
+        assert list(SkippedEvent.objects.values_list("sequence", flat=True)) == [
+            first.sequence
+        ]
+
+    def test_a_failure_another_runner_has_since_handled_is_not_recorded(
+        self, monkeypatch
+    ):
+        """A runner writes its failure after its transaction rolled back.
+
+        If meanwhile another runner took the lease and handled the event (the
+        failure was transient), the partition is not stopped: a stop recorded
+        there could be skipped, moving the checkpoint back, and the events
+        after it would be handled twice.
+        """
+        (stream,) = streams_in_partition(3, 1)
+        events = append(stream, [Counted(amount=1), Counted(amount=2)], 0)
+        handler = tallies.handlers["testapp.Counted"]
+        failures = iter([RuntimeError("transient: statement timeout")])
+
+        def fails_once(recorded):
+            failure = next(failures, None)
+            if failure is not None:
+                raise failure
+            handler(recorded)
+
+        record_failure = subscriptions._record_failure
+
+        def another_runner_first(sub, partition, failure):
+            subscriptions.process_partition(partition, [tallies])
+            record_failure(sub, partition, failure)
+
+        monkeypatch.setitem(tallies.handlers, "testapp.Counted", fails_once)
+        monkeypatch.setattr(subscriptions, "_record_failure", another_runner_first)
+        subscriptions.process_partition(3, [tallies])
+
+        assert not checkpoint(3).is_stopped
+        assert checkpoint(3).sequence == events[-1].sequence
+        assert Tally.objects.get(stream_id=stream).total == 3
+        assert set(handled_counts().values()) == {1}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -283,6 +360,7 @@ class TestRebuild:
         subscriptions.skip_failed_event(
             tallies.name,
             3,
+            sequence=checkpoint(3).failed_sequence,
             reason="bad test data",
             actor=django_user_model.objects.create_user("operator"),
         )

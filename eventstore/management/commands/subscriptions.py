@@ -15,9 +15,9 @@ class Command(BaseCommand):
         )
         action.add_argument(
             "--skip",
-            nargs=2,
-            metavar=("SUBSCRIPTION", "PARTITION"),
-            help="skip the failed event (needs --reason)",
+            nargs=3,
+            metavar=("SUBSCRIPTION", "PARTITION", "SEQUENCE"),
+            help="skip the failed event at SEQUENCE, as listed (needs --reason)",
         )
         parser.add_argument("--reason", default="", help="why the event is skipped")
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
                 return
             if skip:
                 skipped = subscriptions.skip_failed_event(
-                    skip[0], int(skip[1]), reason=reason
+                    skip[0], int(skip[1]), sequence=int(skip[2]), reason=reason
                 )
                 self.stdout.write(
                     f"{skip[0]}[{skip[1]}] skipped sequence {skipped.sequence}"
