@@ -37,7 +37,7 @@ from eventstore.context import metadata_context
 from eventstore.models import Event
 
 from . import selectors, services
-from .domain import MAX_REFERENCE_LENGTH, SUPPORTED_CURRENCIES, Account
+from .domain import MAX_AMOUNT, MAX_REFERENCE_LENGTH, SUPPORTED_CURRENCIES, Account
 from .errors import BankError
 from .models import AccountBalance, LedgerEntry
 from .permissions import (
@@ -80,6 +80,10 @@ def parse_money(text: str, currency: str) -> int:
         )
     if minor <= 0:
         raise forms.ValidationError("The amount must be positive.")
+    if minor > MAX_AMOUNT:
+        raise forms.ValidationError(
+            f"The amount may be at most {format_money(MAX_AMOUNT, currency)}."
+        )
     return int(minor)
 
 

@@ -10,7 +10,8 @@ import datetime
 import enum
 import uuid
 
-from accounts.errors import InvalidAmount, InvalidReference
+from accounts.domain import validate_amount
+from accounts.errors import InvalidReference
 from eventstore.aggregates import Aggregate
 
 from .errors import SameAccount, TransferStateError
@@ -79,8 +80,7 @@ class Transfer(Aggregate):
         """Start a transfer; refuse one between an account and itself."""
         if from_account == to_account:
             raise SameAccount()
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-            raise InvalidAmount()
+        validate_amount(amount)
         if len(reference) > MAX_REFERENCE_LENGTH:
             raise InvalidReference(
                 f"The reference is longer than {MAX_REFERENCE_LENGTH} characters."

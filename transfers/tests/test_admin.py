@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.models import AccountBalance
 from eventstore import verification
-from eventstore.models import CheckRun
+from eventstore.models import CheckRun, Event
 from eventstore.subscriptions import catch_up, get_subscription
 from transfers import trial_balance
 from transfers.models import TransferSummary
@@ -109,6 +109,23 @@ class TestNewTransfer:
 
         assert "No account has this number." in response.content.decode()
         assert not TransferSummary.objects.exists()
+
+    def test_an_amount_above_the_largest_is_a_form_error(
+        self, client, teller, accounts
+    ):
+        client.force_login(teller)
+
+        response = client.post(
+            ADD,
+            {
+                "from_account": accounts[0].number,
+                "to_account": accounts[1].number,
+                "amount": "10000000000.01",
+            },
+        )
+
+        assert "at most 10,000,000,000.00 EUR" in response.content.decode()
+        assert not Event.objects.filter(event_type="transfers.TransferRequested")
 
     def test_a_refusal_is_an_error_message(self, client, teller, accounts):
         source, _, dollars = accounts

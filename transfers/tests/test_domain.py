@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from accounts.domain import MAX_AMOUNT
 from accounts.errors import InvalidAmount, InvalidReference
 from transfers.domain import FailureReason, Status, Transfer, outcome_event_id
 from transfers.errors import SameAccount, TransferStateError
@@ -42,10 +43,14 @@ def test_a_transfer_to_the_same_account_is_refused():
         requested(from_account=account, to_account=account)
 
 
-@pytest.mark.parametrize("amount", [0, -1, 1.5, True, "10"])
+@pytest.mark.parametrize("amount", [0, -1, 1.5, True, "10", MAX_AMOUNT + 1])
 def test_an_amount_that_is_not_a_positive_integer_is_refused(amount):
     with pytest.raises(InvalidAmount):
         requested(amount=amount)
+
+
+def test_the_largest_amount_is_accepted():
+    assert requested(amount=MAX_AMOUNT).amount == MAX_AMOUNT
 
 
 def test_a_reference_longer_than_140_characters_is_refused():
