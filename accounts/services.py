@@ -17,7 +17,7 @@ from django.db import transaction
 
 from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
-from eventstore.store import append, event_exists
+from eventstore.store import append, event_exists, lock_partitions
 
 from .domain import (
     Account,
@@ -66,11 +66,15 @@ def _open_once(owner, currency, number, actor) -> Account:
         currency=currency,
         owner_id=owner.pk,
     )
+    number_stream = f"account-number-{account.number}"
     with transaction.atomic():
+        # Two streams, two partitions: locked in the shared order first, so
+        # two openings queue instead of deadlocking.
+        lock_partitions([number_stream, account.stream_id])
         try:
             # Version 0 expected: the number's stream exists once at most.
             append(
-                f"account-number-{account.number}",
+                number_stream,
                 [AccountNumberClaimed(account_id=account.id)],
                 0,
                 metadata=_metadata(actor),

@@ -1,13 +1,18 @@
-"""Many withdrawals at once from one account, through the API, on PostgreSQL."""
+"""Accounts written at once from many threads, on PostgreSQL."""
 
+import itertools
 import threading
+import time
+import types
+import uuid
 
 import pytest
 from django.db import connection
 
 from accounts import services
+from accounts.domain import Account, check_digits
 from accounts.events import Withdrawn
-from eventstore.store import read_stream
+from eventstore.store import partition_for, read_stream
 
 from .test_api import client_for, post, url
 
@@ -65,3 +70,69 @@ def test_concurrent_withdrawals_never_overdraw_and_add_up(
         if isinstance(e.event, Withdrawn)
     ]
     assert sorted(withdrawn) == sorted(succeeded)
+
+
+def _number_in(partition: int) -> str:
+    for n in itertools.count(1000):
+        base = f"{n:010d}"
+        number = base + check_digits(base)
+        if partition_for(f"account-number-{number}") == partition:
+            return number
+    raise AssertionError("unreachable")
+
+
+def _account_id_in(partition: int) -> uuid.UUID:
+    while True:
+        account_id = uuid.uuid4()
+        if partition_for(Account.stream_id_for(account_id)) == partition:
+            return account_id
+
+
+def test_two_openings_whose_partitions_cross_both_succeed(
+    customer, other_customer, monkeypatch
+):
+    """An opening appends to its number's stream, then to its account's.
+
+    Here one writes to partitions 1 then 2, the other 2 then 1: taken one by
+    one, the partition locks would deadlock and PostgreSQL would fail one.
+    """
+    plans = {
+        customer: (_number_in(1), _account_id_in(2)),
+        other_customer: (_number_in(2), _account_id_in(1)),
+    }
+    planned = threading.local()
+    monkeypatch.setattr(
+        services, "uuid", types.SimpleNamespace(uuid4=lambda: planned.account_id)
+    )
+    save = services._accounts.save
+
+    def save_later(*args, **kwargs):
+        time.sleep(0.3)  # both have appended to their number's stream by now
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(services._accounts, "save", save_later)
+    start = threading.Barrier(len(plans))
+    opened, failed = [], []
+
+    def open_planned(owner):
+        number, planned.account_id = plans[owner]
+        try:
+            start.wait()
+            opened.append(
+                services.open_account(
+                    owner=owner, currency="EUR", number=number, actor=owner
+                ).number
+            )
+        except Exception as error:
+            failed.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=open_planned, args=(o,)) for o in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert failed == []
+    assert sorted(opened) == sorted(number for number, _ in plans.values())
