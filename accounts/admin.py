@@ -71,9 +71,10 @@ def parse_money(text: str, currency: str) -> int:
     """Read an amount typed in major units (``1,234.56``) as minor units."""
     try:
         value = decimal.Decimal(text.replace(",", "").strip())
-    except decimal.InvalidOperation:
+        # Scaling traps on a signalling NaN or an exponent past the context's.
+        minor = value.scaleb(minor_digits(currency))
+    except decimal.DecimalException:
         raise forms.ValidationError("Type an amount such as 1234.56.") from None
-    minor = value.scaleb(minor_digits(currency))
     if not value.is_finite() or minor != minor.to_integral_value():
         raise forms.ValidationError(
             f"{currency} has {minor_digits(currency)} digits after the point."

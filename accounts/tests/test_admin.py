@@ -77,7 +77,8 @@ class TestMoney:
         assert parse_money("7", "JPY") == 7
 
     @pytest.mark.parametrize(
-        "text", ["0", "-1", "1.234", "abc", "NaN", "10,000,000,000.01"]
+        "text",
+        ["0", "-1", "1.234", "abc", "NaN", "sNaN", "1e999999999", "10,000,000,000.01"],
     )
     def test_bad_amounts_are_refused(self, text):
         from django import forms
