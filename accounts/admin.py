@@ -23,6 +23,7 @@ from django.contrib.admin.models import ADDITION
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Sum
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -36,7 +37,7 @@ from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
 from eventstore.models import Event
 
-from . import selectors, services
+from . import idempotency, selectors, services
 from .domain import MAX_AMOUNT, MAX_REFERENCE_LENGTH, SUPPORTED_CURRENCIES, Account
 from .errors import BankError
 from .models import AccountBalance, LedgerEntry
@@ -88,6 +89,24 @@ def parse_money(text: str, currency: str) -> int:
     return int(minor)
 
 
+class SentOnceForm(forms.Form):
+    """A form that acts once, however often it is sent (a double click, a reload).
+
+    Each page carries a new ``form_id``; the view claims it in the transaction
+    that acts (``first_sending``).
+    """
+
+    form_id = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+
+
+def first_sending(request, form_id: uuid.UUID | None) -> bool:
+    """Claim a sent form's id in this transaction; False if it was sent before."""
+    return form_id is None or idempotency.claim_form(request.user.pk, form_id)
+
+
+SENT_BEFORE = "This form was sent already; nothing was done again."
+
+
 class ReasonForm(forms.Form):
     reason = forms.CharField(
         max_length=500,
@@ -96,7 +115,7 @@ class ReasonForm(forms.Form):
     )
 
 
-class CashForm(ReasonForm):
+class CashForm(SentOnceForm, ReasonForm):
     amount = forms.CharField(
         max_length=30, help_text="In major units, e.g. 1234.56", label="Amount"
     )
@@ -112,7 +131,7 @@ class CashForm(ReasonForm):
         return parse_money(self.cleaned_data["amount"], self.currency)
 
 
-class OpenAccountForm(forms.Form):
+class OpenAccountForm(SentOnceForm):
     owner = forms.CharField(max_length=150, help_text="The owner's username.")
     currency = forms.ChoiceField(
         choices=[(c, c) for c in SUPPORTED_CURRENCIES], initial="EUR"
@@ -233,7 +252,12 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                with staff_metadata(request, data["reason"]):
+                with transaction.atomic(), staff_metadata(request, data["reason"]):
+                    if not first_sending(request, data["form_id"]):
+                        messages.warning(request, SENT_BEFORE)
+                        return HttpResponseRedirect(
+                            reverse("admin:accounts_accountbalance_changelist")
+                        )
                     account = services.open_account(
                         owner=data["owner"],
                         currency=data["currency"],
@@ -264,8 +288,12 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = dict(form.cleaned_data)
             reason = data.pop("reason")
+            form_id = data.pop("form_id", None)
             try:
-                with staff_metadata(request, reason):
+                with transaction.atomic(), staff_metadata(request, reason):
+                    if not first_sending(request, form_id):
+                        messages.warning(request, SENT_BEFORE)
+                        return HttpResponseRedirect(self._change_url(account.id))
                     after = service(account_id=account.id, actor=request.user, **data)
             except BankError as refusal:
                 messages.error(request, f"Refused: {refusal.detail}")
@@ -393,10 +421,12 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         )
 
     def _account_id(self, object_id) -> uuid.UUID:
+        from django.http import Http404
+
         try:
             return uuid.UUID(unquote(str(object_id)))
         except ValueError:
-            raise PermissionDenied from None
+            raise Http404("No such account.") from None
 
     def _account_or_404(self, object_id):
         from django.http import Http404

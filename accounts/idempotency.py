@@ -133,6 +133,21 @@ def _claim(user_id: int, key: str, request_hash: str) -> int | None:
     return row[0] if row else None
 
 
+# The request hash of a back-office form's claim: never a hash of an API
+# request, so an API request reusing such a key answers 409.
+_BACK_OFFICE_FORM = "back-office form"
+
+
+def claim_form(user_id: int, form_id) -> bool:
+    """Claim a back-office form's one-time id in this transaction.
+
+    Return False if the form was sent before (a double click, a reload): the
+    view then does nothing again. As with the API's keys, a command that
+    fails rolls the claim back with it.
+    """
+    return _claim(user_id, f"form-{form_id}", _BACK_OFFICE_FORM) is not None
+
+
 def _replay(user_id: int, key: str, request_hash: str) -> Response:
     stored = IdempotencyKey.objects.get(user_id=user_id, key=key)
     if stored.request_hash != request_hash:

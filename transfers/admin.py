@@ -19,6 +19,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour
 from django.http import Http404, HttpResponseRedirect
@@ -27,12 +28,19 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from accounts.admin import AnyAccountViewer, format_money, parse_money
+from accounts.admin import (
+    SENT_BEFORE,
+    AnyAccountViewer,
+    SentOnceForm,
+    first_sending,
+    format_money,
+    parse_money,
+)
 from accounts.domain import MAX_REFERENCE_LENGTH
 from accounts.errors import BankError
 from accounts.models import AccountBalance, LedgerEntry
 from eventstore import charts, operations, verification
-from eventstore.admin import ReadOnlyAdmin
+from eventstore.admin import LastYearSafeDateHierarchy, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
 from eventstore.models import CheckRun, Event
@@ -79,7 +87,7 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset
 
 
-class NewTransferForm(forms.Form):
+class NewTransferForm(SentOnceForm):
     from_account = forms.CharField(max_length=12, label="From account number")
     to_account = forms.CharField(max_length=12, label="To account number")
     amount = forms.CharField(max_length=30, help_text="In major units, e.g. 12.50")
@@ -114,7 +122,7 @@ class NewTransferForm(forms.Form):
 
 
 @admin.register(TransferSummary)
-class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
+class TransferAdmin(AnyAccountViewer, LastYearSafeDateHierarchy, admin.ModelAdmin):
     list_display = (
         "short_id",
         "created_at",
@@ -239,14 +247,22 @@ class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
         form = NewTransferForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            # The form's id is the transfer's: a repeat shows the first.
+            page = reverse(
+                "admin:transfers_transfersummary_change", args=[data["form_id"]]
+            )
             try:
-                with metadata_context(via="admin"):
+                with transaction.atomic(), metadata_context(via="admin"):
+                    if not first_sending(request, data["form_id"]):
+                        messages.warning(request, SENT_BEFORE)
+                        return HttpResponseRedirect(page)
                     transfer = services.request_transfer(
                         actor=request.user,
                         from_account=data["from_account"].id,
                         to_account=data["to_account"].id,
                         amount=data["amount"],
                         reference=data["reference"],
+                        transfer_id=data["form_id"],
                     )
             except BankError as refusal:
                 messages.error(request, f"Refused: {refusal.detail}")
@@ -265,11 +281,7 @@ class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
                     flag=ADDITION,
                 )
                 messages.success(request, message)
-                return HttpResponseRedirect(
-                    reverse(
-                        "admin:transfers_transfersummary_change", args=[transfer.id]
-                    )
-                )
+                return HttpResponseRedirect(page)
         return TemplateResponse(
             request,
             "admin/accounts/account/action.html",

@@ -1,6 +1,7 @@
 """The accounts back office through Django's test client: actions and refusals."""
 
 import datetime
+import uuid
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -201,7 +202,13 @@ class TestOpening:
 
         response = client.post(
             reverse("admin:accounts_accountbalance_add"),
-            {"owner": "alice", "currency": "GBP", "number": "", "reason": "walk-in"},
+            {
+                "owner": "alice",
+                "currency": "GBP",
+                "number": "",
+                "reason": "walk-in",
+                "form_id": uuid.uuid4(),
+            },
         )
 
         opened = Event.objects.get(event_type="accounts.AccountOpened")
@@ -210,6 +217,15 @@ class TestOpening:
         assert opened.metadata["actor_id"] == teller.pk
         assert opened.metadata["reason"] == "walk-in"
         assert LogEntry.objects.get(user=teller).change_message.startswith("Opened")
+
+    def test_an_opening_form_sent_twice_opens_one_account(self, client, teller, alice):
+        client.force_login(teller)
+        form = {"owner": "alice", "currency": "EUR", "form_id": uuid.uuid4()}
+
+        client.post(reverse("admin:accounts_accountbalance_add"), form)
+        client.post(reverse("admin:accounts_accountbalance_add"), form)
+
+        assert Event.objects.filter(event_type="accounts.AccountOpened").count() == 1
 
     def test_an_unknown_owner_is_a_form_error(self, client, teller):
         client.force_login(teller)
@@ -242,7 +258,12 @@ class TestCash:
 
         response = client.post(
             url("deposit", account),
-            {"amount": "10.50", "reference": "cash", "reason": "counter deposit"},
+            {
+                "amount": "10.50",
+                "reference": "cash",
+                "reason": "counter deposit",
+                "form_id": uuid.uuid4(),
+            },
             follow=True,
         )
 
@@ -254,13 +275,37 @@ class TestCash:
         assert "balance 1,245.06 EUR" in messages_of(response)[0]
         assert "Deposited 10.50 EUR" in LogEntry.objects.get().change_message
 
+    def test_a_deposit_form_sent_twice_deposits_once(self, client, teller, account):
+        client.force_login(teller)
+        form = {"amount": "10", "reason": "counter", "form_id": uuid.uuid4()}
+
+        client.post(url("deposit", account), form)
+        again = client.post(url("deposit", account), form, follow=True)
+
+        assert last_event(account).version == 3
+        assert services.get_account(account.id).balance == 123456 + 1000
+        assert messages_of(again)[-1] == (
+            "This form was sent already; nothing was done again."
+        )
+
+    def test_a_refused_form_may_be_sent_again_corrected(self, client, teller, account):
+        client.force_login(teller)
+        form = {"amount": "5000", "reason": "counter", "form_id": uuid.uuid4()}
+
+        refused = client.post(url("withdraw", account), form)
+        client.post(url("withdraw", account), {**form, "amount": "50"})
+
+        assert messages_of(refused)[0].startswith("Refused")
+        assert services.get_account(account.id).balance == 123456 - 5000
+
     def test_a_withdrawal_beyond_the_balance_is_an_error_message(
         self, client, teller, account
     ):
         client.force_login(teller)
 
         response = client.post(
-            url("withdraw", account), {"amount": "5000", "reason": "too much"}
+            url("withdraw", account),
+            {"amount": "5000", "reason": "too much", "form_id": uuid.uuid4()},
         )
 
         assert response.status_code == 200
@@ -273,7 +318,9 @@ class TestCash:
     def test_a_reason_and_a_valid_amount_are_required(self, client, teller, account):
         client.force_login(teller)
 
-        response = client.post(url("deposit", account), {"amount": "1.234"})
+        response = client.post(
+            url("deposit", account), {"amount": "1.234", "form_id": uuid.uuid4()}
+        )
 
         errors = response.context["form"].errors
         assert set(errors) == {"amount", "reason"}
@@ -300,7 +347,8 @@ class TestOperations:
         )
         client.force_login(teller)
         refused = client.post(
-            url("deposit", account), {"amount": "1", "reason": "counter"}
+            url("deposit", account),
+            {"amount": "1", "reason": "counter", "form_id": uuid.uuid4()},
         )
 
         assert last_event(account).event_type == "accounts.Frozen"

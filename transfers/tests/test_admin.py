@@ -1,6 +1,7 @@
 """The transfers back office and the trial balance, through Django's test client."""
 
 import datetime
+import uuid
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -40,7 +41,7 @@ def accounts(db):
     return [AccountBalance.objects.get(id=a.id) for a in (source, target, dollars)]
 
 
-def start(client, source, target, amount="12.50", reference="rent"):
+def start(client, source, target, amount="12.50", reference="rent", form_id=None):
     return client.post(
         ADD,
         {
@@ -48,6 +49,7 @@ def start(client, source, target, amount="12.50", reference="rent"):
             "to_account": target.number,
             "amount": amount,
             "reference": reference,
+            "form_id": form_id or uuid.uuid4(),
         },
         follow=True,
     )
@@ -88,6 +90,26 @@ class TestNewTransfer:
         assert steps[0] == "TransferRequested"
         assert {"account debit", "account credit", "Credited"} <= set(steps)
         assert "completed" in page.content.decode()
+
+    def test_a_form_sent_twice_starts_one_transfer_and_shows_it(
+        self, client, teller, accounts
+    ):
+        source, target, _ = accounts
+        client.force_login(teller)
+        form_id = uuid.uuid4()
+
+        start(client, source, target, form_id=form_id)
+        again = start(client, source, target, form_id=form_id)
+
+        assert (
+            Event.objects.filter(event_type="transfers.TransferRequested").count() == 1
+        )
+        assert again.redirect_chain[-1][0] == reverse(
+            "admin:transfers_transfersummary_change", args=[form_id]
+        )
+        assert messages_of(again) == [
+            "This form was sent already; nothing was done again."
+        ]
 
     def test_a_transfer_just_requested_is_shown_from_its_events(
         self, client, teller, accounts
