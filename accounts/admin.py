@@ -131,6 +131,15 @@ class CashForm(SentOnceForm, ReasonForm):
         return parse_money(self.cleaned_data["amount"], self.currency)
 
 
+class PayOutForm(SentOnceForm, ReasonForm):
+    reference = forms.CharField(
+        max_length=MAX_REFERENCE_LENGTH,
+        required=False,
+        help_text="How it was paid, e.g. a cheque or transfer number.",
+    )
+    field_order = ["reference", "reason"]
+
+
 class OpenAccountForm(SentOnceForm):
     owner = forms.CharField(max_length=150, help_text="The owner's username.")
     currency = forms.ChoiceField(
@@ -166,6 +175,7 @@ ACTIONS = {
     "freeze": (OPERATE_ACCOUNT, ReasonForm, services.freeze, "Froze"),
     "unfreeze": (OPERATE_ACCOUNT, ReasonForm, services.unfreeze, "Unfroze"),
     "close": (OPERATE_ACCOUNT, ReasonForm, services.close, "Closed"),
+    "payout": (OPERATE_ACCOUNT, PayOutForm, services.pay_out, "Paid out"),
 }
 
 
@@ -400,7 +410,7 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
                     ),
                 )
                 for action, (permission, *_) in ACTIONS.items()
-                if user.has_perm(permission) and _offers(row.status, action)
+                if user.has_perm(permission) and _offers(row, action)
             ],
         }
 
@@ -440,14 +450,17 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         return reverse("admin:accounts_accountbalance_change", args=[account_id])
 
 
-def _offers(status: str, action: str) -> bool:
-    """Offer only the actions that make sense in this status (the service decides)."""
-    if status == AccountBalance.Status.CLOSED:
+def _offers(account: AccountBalance, action: str) -> bool:
+    """Offer only the actions that make sense now (the service decides)."""
+    closed = account.status == AccountBalance.Status.CLOSED
+    if action == "payout":
+        return closed and account.balance > 0
+    if closed:
         return False
     if action == "unfreeze":
-        return status == AccountBalance.Status.FROZEN
+        return account.status == AccountBalance.Status.FROZEN
     if action == "freeze":
-        return status == AccountBalance.Status.OPEN
+        return account.status == AccountBalance.Status.OPEN
     return True
 
 

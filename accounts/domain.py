@@ -27,6 +27,7 @@ from eventstore.aggregates import Aggregate
 from .errors import (
     AccountClosed,
     AccountFrozen,
+    AccountNotClosed,
     AccountNotEmpty,
     BalanceLimitExceeded,
     InsufficientFunds,
@@ -34,6 +35,7 @@ from .errors import (
     InvalidAmount,
     InvalidReference,
     InvalidTransferStep,
+    NothingToPayOut,
     UnknownAccount,
     UnsupportedCurrency,
 )
@@ -230,6 +232,19 @@ class Account(Aggregate):
         if self.balance != 0:
             raise AccountNotEmpty(account=self.id, balance=self.balance)
         self._record(Closed())
+
+    def pay_out(self, *, reference: str = "") -> None:
+        """Pay out the whole balance of a closed account.
+
+        Only a transfer's refund puts money into a closed account; staff pay
+        it out to the owner (a withdrawal, so the books still balance).
+        """
+        validate_reference(reference)
+        if self.status != Status.CLOSED:
+            raise AccountNotClosed(account=self.id)
+        if self.balance == 0:
+            raise NothingToPayOut(account=self.id)
+        self._record_money(Withdrawn, self.balance, reference, None)
 
     def _require_not_closed(self) -> None:
         if self.status == Status.CLOSED:

@@ -93,6 +93,16 @@ class AccountNotEmpty(BankError):
     default_detail = "Only an account with a zero balance can be closed."
 
 
+class AccountNotClosed(BankError):
+    code = "account_not_closed"
+    default_detail = "Only a closed account is paid out; withdraw from an open one."
+
+
+class NothingToPayOut(BankError):
+    code = "nothing_to_pay_out"
+    default_detail = "The account holds no money to pay out."
+
+
 class CurrencyMismatch(BankError):
     code = "currency_mismatch"
     default_detail = "The currencies do not match."

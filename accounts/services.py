@@ -136,6 +136,13 @@ def close(*, account_id: uuid.UUID, actor) -> Account:
     return _change(account_id, actor, Account.close)
 
 
+def pay_out(*, account_id: uuid.UUID, actor, reference: str = "") -> Account:
+    """Pay out the money a refund brought to a closed account."""
+    return _change(
+        account_id, actor, lambda account: account.pay_out(reference=reference)
+    )
+
+
 def _move_money(account_id, actor, transfer: TransferStep | None, act) -> Account:
     def once() -> Account:
         # A repeat of a transfer step is found before any rule runs: the

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.admin import format_money, parse_money
+from accounts.domain import TransferStep
 from accounts.models import AccountBalance
 from eventstore.models import Event
 from eventstore.subscriptions import catch_up
@@ -375,7 +376,33 @@ class TestOperations:
             "Refused: Only an account with a zero balance can be closed."
         )
 
-    @pytest.mark.parametrize("action", ["freeze", "unfreeze", "close"])
+    def test_operations_pay_out_a_refund_that_reached_a_closed_account(
+        self, client, operator, teller, alice
+    ):
+        opened = services.open_account(owner=alice, currency="EUR", actor=teller)
+        services.close(account_id=opened.id, actor=operator)
+        refund = TransferStep(uuid.uuid4(), "refund")
+        services.deposit(account_id=opened.id, amount=300, actor=None, transfer=refund)
+        catch_up()
+        client.force_login(operator)
+
+        page = client.get(url("change", opened)).content.decode()
+        response = client.post(
+            url("payout", opened),
+            {"reference": "cheque 12", "reason": "owner", "form_id": uuid.uuid4()},
+            follow=True,
+        )
+        catch_up()
+
+        assert 'id="action-payout"' in page
+        assert last_event(opened).event_type == "accounts.Withdrawn"
+        assert last_event(opened).data["amount"] == 300
+        assert "Paid out the account" in messages_of(response)[0]
+        assert AccountBalance.objects.get(id=opened.id).balance == 0
+        after = client.get(url("change", opened)).content.decode()
+        assert 'id="action-payout"' not in after
+
+    @pytest.mark.parametrize("action", ["freeze", "unfreeze", "close", "payout"])
     def test_tellers_and_auditors_may_not_operate(
         self, client, teller, auditor, account, action
     ):

@@ -17,6 +17,7 @@ from accounts.domain import (
 from accounts.errors import (
     AccountClosed,
     AccountFrozen,
+    AccountNotClosed,
     AccountNotEmpty,
     BalanceLimitExceeded,
     InsufficientFunds,
@@ -24,6 +25,7 @@ from accounts.errors import (
     InvalidAmount,
     InvalidReference,
     InvalidTransferStep,
+    NothingToPayOut,
     UnsupportedCurrency,
 )
 from accounts.events import AccountOpened, Closed, Deposited, Frozen, Withdrawn
@@ -196,6 +198,27 @@ def test_a_refund_is_never_refused_by_a_closed_account():
     transfer = TransferStep(uuid.uuid4(), "refund")
     account.deposit(300, transfer=transfer)
     assert (account.balance, account.status) == (300, Status.CLOSED)
+
+
+def test_a_closed_account_pays_out_a_refund_that_reached_it():
+    account = opened()
+    account.close()
+    account.deposit(300, transfer=TransferStep(uuid.uuid4(), "refund"))
+
+    account.pay_out(reference="cheque 12")
+
+    assert recorded(account)[-1] == Withdrawn(amount=300, reference="cheque 12")
+    assert (account.balance, account.status) == (0, Status.CLOSED)
+
+
+def test_only_a_closed_account_holding_money_is_paid_out():
+    account = opened(balance=300)
+    with pytest.raises(AccountNotClosed):
+        account.pay_out()
+    account.withdraw(300)
+    account.close()
+    with pytest.raises(NothingToPayOut):
+        account.pay_out()
 
 
 def test_a_refund_is_never_refused_by_a_frozen_account():

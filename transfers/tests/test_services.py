@@ -4,13 +4,14 @@ import pytest
 
 from accounts import services as accounts
 from accounts.errors import CurrencyMismatch, InvalidAmount, InvalidReference
+from eventstore import verification
 from eventstore.store import partition_for, read_stream
 from eventstore.subscriptions import all_subscriptions, process_partition
-from transfers import services
+from transfers import services, trial_balance
 from transfers.domain import Status, Transfer
 from transfers.errors import SameAccount, TransferAccountUnknown
 
-from .factories import make_user, open_account, run_process
+from .factories import make_user, open_account, run_process, run_projections
 
 pytestmark = pytest.mark.django_db
 
@@ -167,6 +168,25 @@ def test_the_refund_reaches_a_source_frozen_meanwhile(alice, bob):
 
     assert services.get_transfer(transfer.id).refunded
     assert balance(source) == 500
+
+
+def test_a_refund_to_a_source_closed_meanwhile_is_paid_out_by_staff(alice, bob):
+    source = open_account(alice, balance=300)
+    target = open_account(bob)
+    transfer = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=300
+    )
+    services.transfer_debit(transfer_id=transfer.id)
+    accounts.close(account_id=source.id, actor=None)  # empty now: allowed
+    accounts.freeze(account_id=target.id, actor=None)
+    run_process()
+    assert balance(source) == 300
+
+    accounts.pay_out(account_id=source.id, actor=None, reference="cheque 12")
+    run_projections()
+
+    assert (balance(source), balance(target)) == (0, 0)
+    assert verification.run_check(trial_balance.NAME).ok
 
 
 def test_each_step_run_twice_moves_money_once(alice, bob):
