@@ -205,8 +205,12 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
                 return handled + _handle_one_by_one(sub, partition)
             if failure.index > 0:
                 # Commit the events before the failing one, then stop there.
-                count, _ = _handle_batch(sub, partition, failure.index) or (0, False)
-                handled += count
+                # They are handled again, and one of them may fail this time.
+                try:
+                    count, _ = _handle_batch(sub, partition, failure.index) or (0, 0)
+                    handled += count
+                except _HandlerFailed as earlier:
+                    failure = earlier
             _record_failure(sub, partition, failure)
             return handled
         except (OperationalError, ConcurrencyError) as error:

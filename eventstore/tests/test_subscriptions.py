@@ -165,6 +165,32 @@ class TestFailures:
         assert stopped.attempts == 1
         assert stopped.retry_at > timezone.now()
 
+    def test_a_failure_while_handling_the_events_before_a_failure_is_recorded(
+        self, monkeypatch
+    ):
+        """The runner commits the events before a failing one, handling them again.
+
+        If one of those fails this time (a handler that fails now and then),
+        that failure is recorded, like the first.
+        """
+        (stream,) = streams_in_partition(3, 1)
+        recorded = append(stream, [Counted(amount=n) for n in (1, 2, 4)], 0)
+        handler = tallies.handlers["testapp.Counted"]
+        failures = [recorded[2].sequence, recorded[0].sequence]  # in this order
+
+        def fails_now_and_then(event):
+            if failures and event.sequence == failures[0]:
+                raise RuntimeError(f"failing at {failures.pop(0)}")
+            handler(event)
+
+        monkeypatch.setitem(tallies.handlers, "testapp.Counted", fails_now_and_then)
+        subscriptions.process_partition(3, [tallies])
+
+        stopped = checkpoint(3)
+        assert stopped.failed_sequence == recorded[0].sequence
+        assert f"failing at {recorded[0].sequence}" in stopped.error
+        assert not Tally.objects.filter(stream_id=stream).exists()
+
     def test_a_stopped_partition_waits_for_its_backoff_then_retries(self):
         (stream,) = streams_in_partition(3, 1)
         append(stream, [Counted(amount=1, fail=True)], 0)
