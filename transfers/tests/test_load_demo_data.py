@@ -5,6 +5,7 @@ import io
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
 
 from transfers.models import TransferSummary
 from transfers.selectors import totals_snapshot
@@ -57,3 +58,14 @@ def test_demo_data_is_refused_with_debug_off(settings):
 
     with pytest.raises(CommandError, match="DEBUG"):
         load(transfers=1)
+
+
+def test_demo_data_is_not_loaded_beside_users_of_the_same_names(settings):
+    settings.DEBUG = True
+    someone = get_user_model().objects.create_user("staff", password="theirs")
+
+    with pytest.raises(CommandError, match="staff"):
+        load(transfers=1)
+
+    assert not TransferSummary.objects.exists()
+    assert not Token.objects.filter(user=someone).exists()

@@ -55,9 +55,19 @@ class Command(BaseCommand):
     def handle(self, *args, transfers: int, seed: int, **options):
         if not settings.DEBUG:
             raise CommandError("Demo data has known passwords: not with DEBUG off.")
-        User = get_user_model()
-        if User.objects.filter(username="staff").exists():
+        names = {*STAFF, *CUSTOMERS}
+        taken = set(
+            get_user_model()
+            .objects.filter(username__in=names)
+            .values_list("username", flat=True)
+        )
+        if taken == names:
             self.stderr.write("Demo data already loaded; not loading it again.")
+        elif taken:
+            raise CommandError(
+                f"Users {', '.join(sorted(taken))} exist, but not all the demo "
+                "users: this is not a demo database. Nothing was loaded."
+            )
         else:
             self._load(random.Random(seed), transfers)
         self.stdout.write(self._credentials())
