@@ -25,7 +25,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Sum
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -431,16 +431,12 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         )
 
     def _account_id(self, object_id) -> uuid.UUID:
-        from django.http import Http404
-
         try:
             return uuid.UUID(unquote(str(object_id)))
         except ValueError:
             raise Http404("No such account.") from None
 
     def _account_or_404(self, object_id):
-        from django.http import Http404
-
         try:
             return services.get_account(self._account_id(object_id))
         except BankError:

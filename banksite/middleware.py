@@ -1,5 +1,5 @@
-"""Request-wide infrastructure: ids for tracing, 503 on database outages, and
-throttled logins. Nothing here knows about banking."""
+"""Request-wide infrastructure: ids for tracing, 400 on NUL characters, 503 on
+database outages, and throttled logins. Nothing here knows about banking."""
 
 import logging
 import re
@@ -7,8 +7,16 @@ import time
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    QueryDict,
+    UnreadablePostError,
+)
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -64,6 +72,55 @@ class RequestContextMiddleware:
         response[REQUEST_ID_HEADER] = request_id
         response[CORRELATION_ID_HEADER] = correlation_id
         return response
+
+
+class NulCharacterMiddleware:
+    """Answer 400 when a query or form parameter's name or value holds a NUL.
+
+    PostgreSQL text cannot hold NUL, so such a value reaching a list filter or
+    a form would fail in the database as a 500; no real input has one. Under
+    ``/api/`` the answer is the API's JSON error, and only the query string is
+    checked: the API parses its bodies itself, as JSON (reading one here as a
+    form would pre-empt its 413 and 415 answers). An uploaded file's bytes are
+    not checked.
+    """
+
+    MESSAGE = "A parameter holds a NUL character."
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        api = request.path_info == "/api" or request.path_info.startswith("/api/")
+        try:
+            holds_nul = _holds_nul(request.GET) or (
+                not api and _form_holds_nul(request)
+            )
+        except SuspiciousOperation:
+            # Too many fields, say: whoever reads them answers, in its format.
+            return self.get_response(request)
+        if holds_nul:
+            if api:
+                return JsonResponse(
+                    {"code": "parse_error", "detail": self.MESSAGE}, status=400
+                )
+            return HttpResponseBadRequest(self.MESSAGE, content_type="text/plain")
+        return self.get_response(request)
+
+
+def _form_holds_nul(request: HttpRequest) -> bool:
+    try:
+        return _holds_nul(request.POST)
+    except UnreadablePostError:
+        # The client went away mid-body; CSRF and the view answer as before.
+        return False
+
+
+def _holds_nul(parameters: QueryDict) -> bool:
+    return any(
+        "\x00" in name or any("\x00" in value for value in values)
+        for name, values in parameters.lists()
+    )
 
 
 class DatabaseUnavailableMiddleware:

@@ -54,6 +54,7 @@ MIDDLEWARE = [
     "banksite.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "banksite.middleware.NulCharacterMiddleware",
     "banksite.middleware.DatabaseUnavailableMiddleware",
     "banksite.middleware.LoginThrottleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

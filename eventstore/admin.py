@@ -12,6 +12,7 @@ import json
 import re
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import format_html
@@ -35,6 +36,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class LastYearSafeDateHierarchy:
+    """Answer a date drill-down into the year 9999 as bad input, not a 500.
+
+    Django bounds a drill-down by the next year, month or day, which the last
+    date Python has does not have; its ``ValueError`` or ``OverflowError``
+    becomes the error the changelist answers with a redirect to ``?e=1``.
+    """
+
+    def get_changelist_instance(self, request):
+        try:
+            return super().get_changelist_instance(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
 
 
 _STREAM_ID_SUFFIX = re.compile(r"-([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|\d+)$")
@@ -85,7 +101,7 @@ class StreamKindFilter(admin.SimpleListFilter):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(LastYearSafeDateHierarchy, ReadOnlyAdmin):
     list_display = (
         "id",
         "recorded_at",

@@ -12,9 +12,11 @@ The event store knows nothing of the bank: the apps add their own panels
 """
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from itertools import groupby
 
+import kombu.exceptions
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
@@ -27,6 +29,8 @@ from django.views.decorators.http import require_POST
 from . import charts, subscriptions, verification
 from .adminlog import log_staff_action
 from .models import Checkpoint, CheckRun, SkippedEvent
+
+logger = logging.getLogger(__name__)
 
 VIEW_PERMISSION = "eventstore.view_checkpoint"
 
@@ -65,9 +69,12 @@ def register_panel(
     _panels[title] = Panel(title, template, context, order)
 
 
-class SkipForm(forms.Form):
+class PartitionForm(forms.Form):
     subscription = forms.CharField()
     partition = forms.IntegerField(min_value=0)
+
+
+class SkipForm(PartitionForm):
     # The failed event the operator saw: a skip of any other is refused.
     sequence = forms.IntegerField(min_value=1)
     reason = forms.CharField(
@@ -152,24 +159,31 @@ def _back(request) -> HttpResponseRedirect:
     return HttpResponseRedirect(reverse("admin:operations"))
 
 
-def _checkpoint(request) -> Checkpoint | None:
-    try:
-        partition = int(request.POST.get("partition", ""))
-    except ValueError:
-        return None
-    return Checkpoint.objects.filter(
-        subscription=request.POST.get("subscription", ""), partition=partition
-    ).first()
+def _form_errors(form: forms.Form) -> str:
+    return "; ".join(
+        f"{field}: {' '.join(error)}" for field, error in form.errors.items()
+    )
 
 
 @require_POST
 def retry(request):
     _operator_only(request)
-    checkpoint = _checkpoint(request)
+    form = PartitionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Not retried. {_form_errors(form)}")
+        return _back(request)
+    data = form.cleaned_data
+    checkpoint = Checkpoint.objects.filter(
+        subscription=data["subscription"], partition=data["partition"]
+    ).first()
     if checkpoint is None or not checkpoint.is_stopped:
         messages.error(request, "That partition is not stopped.")
         return _back(request)
-    subscriptions.retry_partition(checkpoint.subscription, checkpoint.partition)
+    try:
+        subscriptions.retry_partition(checkpoint.subscription, checkpoint.partition)
+    except (LookupError, ValueError) as error:
+        messages.error(request, f"Not retried: {error}")
+        return _back(request)
     log_staff_action(
         request,
         Checkpoint,
@@ -191,10 +205,7 @@ def skip(request):
     _operator_only(request)
     form = SkipForm(request.POST)
     if not form.is_valid():
-        errors = "; ".join(
-            f"{field}: {' '.join(error)}" for field, error in form.errors.items()
-        )
-        messages.error(request, f"Not skipped. {errors}")
+        messages.error(request, f"Not skipped. {_form_errors(form)}")
         return _back(request)
     data = form.cleaned_data
     try:
@@ -252,7 +263,14 @@ def start_job(request, job: str):
     if name not in known:
         messages.error(request, f"There is no {label} named {name!r}.")
         return _back(request)
-    task.delay_on_commit(name, request.user.pk)
+    try:
+        task.delay_on_commit(name, request.user.pk)
+    except kombu.exceptions.OperationalError as error:
+        # Nothing was queued, so nothing is logged as started; the run's
+        # CheckRun is only ever written by the job itself, when it ends.
+        logger.error("could not queue the %s of %s: %s", label, name, error)
+        messages.error(request, f"Could not queue the {label} of {name}; try again.")
+        return _back(request)
     # The run is recorded when it ends; the log says who asked for it.
     log_staff_action(
         request,

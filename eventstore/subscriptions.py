@@ -502,9 +502,15 @@ def subscription_status() -> list[PartitionStatus]:
 def retry_partition(subscription_name: str, partition: int) -> None:
     """Let a stopped partition try its failed event again now."""
     get_subscription(subscription_name)
-    Checkpoint.objects.filter(
-        subscription=subscription_name, partition=partition
+    if partition not in partitions():
+        raise ValueError(f"there is no partition {partition}")
+    stopped = Checkpoint.objects.filter(
+        subscription=subscription_name,
+        partition=partition,
+        failed_sequence__isnull=False,
     ).update(retry_at=timezone.now())
+    if not stopped:
+        raise ValueError(f"{subscription_name}[{partition}] is not stopped")
     nudges.send_on_commit(partition)
 
 

@@ -427,3 +427,17 @@ class TestOperations:
         )
 
         assert response.status_code == 404
+
+    @pytest.mark.parametrize(
+        ("view", "role"),
+        [("change", "auditor"), ("deposit", "teller"), ("freeze", "operator")],
+    )
+    @pytest.mark.parametrize("odd", ["abc", "1.5", "0"])
+    def test_a_malformed_account_id_is_404_like_an_unknown_one(
+        self, client, request, view, role, odd
+    ):
+        client.force_login(request.getfixturevalue(role))
+
+        response = client.get(f"{CHANGELIST}{odd}/{view}/")
+
+        assert response.status_code == 404

@@ -35,6 +35,18 @@ class TestEventBrowser:
         assert list(one_stream.context["cl"].result_list) == events[1::-1]
         assert by_type.context["cl"].result_count == 3
 
+    def test_a_drill_down_into_the_last_year_is_bad_input_not_a_500(
+        self, client, superuser
+    ):
+        """Django bounds the year by the next one, which 9999 does not have."""
+        client.force_login(superuser)
+        url = reverse("admin:eventstore_event_changelist")
+
+        response = client.get(url, {"recorded_at__year": "9999"})
+
+        assert response.status_code == 302
+        assert response["Location"] == f"{url}?e=1"
+
     def test_an_event_page_shows_its_data_read_only(self, client, superuser, events):
         client.force_login(superuser)
 

@@ -1,10 +1,14 @@
 """The operations page: who sees it, and retry, skip and jobs through the client."""
 
+import contextlib
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
+from banksite.celery import app as celery_app
+from banksite.tests.servers import closed_port
 from eventstore import subscriptions, verification
 from eventstore.models import Checkpoint, CheckRun, SkippedEvent
 from eventstore.store import append
@@ -125,6 +129,42 @@ class TestActions:
         assert entry.object_id == str(stopped.pk)
         assert "Retried" in entry.change_message
 
+    def test_retrying_an_unregistered_subscription_is_refused_with_a_message(
+        self, client, operator
+    ):
+        """A subscription renamed or removed leaves its checkpoints behind."""
+        Checkpoint.objects.create(
+            subscription="testapp.renamed", partition=1, failed_sequence=5, error="x"
+        )
+        client.force_login(operator)
+
+        response = post(
+            client,
+            "operations_retry",
+            {"subscription": "testapp.renamed", "partition": 1},
+        )
+
+        assert "Not retried: no subscription named" in page_messages(response)[0]
+        assert not LogEntry.objects.exists()
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"subscription": tallies.name, "partition": "abc"},
+            {"subscription": tallies.name, "partition": "-3"},
+            {"partition": "3"},
+        ],
+    )
+    def test_a_malformed_retry_is_refused_with_a_message(
+        self, client, operator, stopped, data
+    ):
+        client.force_login(operator)
+
+        response = post(client, "operations_retry", data)
+
+        assert page_messages(response)[0].startswith("Not retried.")
+        assert Checkpoint.objects.get(pk=stopped.pk).retry_at == stopped.retry_at
+
     def test_a_skip_needs_a_reason(self, client, operator, stopped):
         client.force_login(operator)
 
@@ -244,3 +284,36 @@ class TestActions:
 
         assert CheckRun.objects.get().outcome == CheckRun.Outcome.ERROR
         assert "Could not run" in content
+
+
+@contextlib.contextmanager
+def broker_down():
+    """Point this process's Celery app at a port that refuses connections."""
+    before = celery_app.conf.broker_write_url
+    with closed_port() as port:
+        celery_app.conf.broker_write_url = f"redis://127.0.0.1:{port}/0"
+        # Drop the pooled connections to the real broker (what a fork does).
+        celery_app._after_fork()
+        try:
+            yield
+        finally:
+            celery_app.conf.broker_write_url = before
+            celery_app._after_fork()
+
+
+# Requests are not atomic, so a job is published inside the view: these need
+# real transactions to publish there rather than in a captured on_commit.
+@pytest.mark.django_db(transaction=True)
+def test_a_job_the_broker_cannot_take_is_an_error_message_and_not_logged(
+    client, operator
+):
+    client.force_login(operator)
+
+    with broker_down():
+        response = post(client, "operations_repair", {"name": tallies.name})
+
+    assert response.status_code == 200
+    assert "Could not queue the" in page_messages(response)[0]
+    # Nothing was started, so nothing says it was: no log entry, no run.
+    assert not LogEntry.objects.exists()
+    assert not CheckRun.objects.exists()

@@ -115,6 +115,23 @@ class TestHandling:
         assert f"skipped sequence {failed.sequence}" in out.getvalue()
         assert SkippedEvent.objects.get().reason == "bad data"
 
+    @pytest.mark.parametrize(
+        ("partition", "refusal"),
+        [
+            ("-1", "no partition"),
+            (str(settings.EVENTSTORE_PARTITIONS), "no partition"),
+            ("99999999999999999999", "no partition"),
+            ("2", "not stopped"),
+        ],
+    )
+    def test_the_subscriptions_command_retries_only_a_stopped_partition(
+        self, partition, refusal
+    ):
+        subscriptions.process_partition(2, [tallies])
+
+        with pytest.raises(CommandError, match=refusal):
+            call_command("subscriptions", "--retry", tallies.name, partition)
+
     def test_an_undecodable_event_stops_the_partition_naming_its_position(self):
         (stream,) = streams_in_partition(7, 1)
         (good,) = append(stream, [Counted(amount=1)], 0)
@@ -265,6 +282,15 @@ class TestFailures:
             subscriptions.skip_failed_event(
                 tallies.name, 3, sequence=1, reason="why not"
             )
+
+    def test_a_retry_needs_a_stopped_partition_that_exists(self):
+        with pytest.raises(ValueError, match="no partition"):
+            subscriptions.retry_partition(tallies.name, settings.EVENTSTORE_PARTITIONS)
+        with pytest.raises(ValueError, match="not stopped"):
+            subscriptions.retry_partition(tallies.name, 3)  # no checkpoint yet
+        subscriptions.process_partition(3, [tallies])
+        with pytest.raises(ValueError, match="not stopped"):
+            subscriptions.retry_partition(tallies.name, 3)
 
     def test_a_skip_sent_twice_does_not_skip_the_next_failed_event(self):
         (stream,) = streams_in_partition(3, 1)

@@ -203,6 +203,29 @@ class TestList:
         assert "STUCK: pending" in stuck.content.decode()
         assert not_stuck.context["cl"].result_count == 0
 
+    @pytest.mark.parametrize(
+        "drill_down",
+        [
+            {"created_at__year": "9999"},
+            {"created_at__year": "9999", "created_at__month": "12"},
+            {
+                "created_at__year": "9999",
+                "created_at__month": "12",
+                "created_at__day": "31",
+            },
+        ],
+    )
+    def test_a_drill_down_into_the_last_year_is_bad_input_not_a_500(
+        self, client, teller, drill_down
+    ):
+        """Django bounds the date by the next one, which 9999-12-31 does not have."""
+        client.force_login(teller)
+
+        response = client.get(CHANGELIST, drill_down)
+
+        assert response.status_code == 302
+        assert response["Location"] == f"{CHANGELIST}?e=1"
+
 
 @pytest.mark.django_db
 class TestTrialBalance:
