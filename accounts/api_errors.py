@@ -17,16 +17,20 @@ Every error answers JSON ``{"code": ..., "detail": ..., "fields"?: {...}}``:
 | 503 | ``database_unavailable`` |
 
 ``extend_schema(responses=error_responses(...))`` documents them per
-endpoint. The transfers API uses the same handler and helpers.
+endpoint. The transfers API uses the same handler and helpers, and
+``api_not_found`` answers any other path under ``/api`` (a catch-all route).
 """
 
 import logging
 
 import psycopg.errors
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
@@ -36,6 +40,7 @@ from rest_framework.views import set_rollback
 from eventstore.errors import ConcurrencyError
 
 from .errors import BankError
+from .parsers import RequestTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ STATUS_TEXT = {
     409: "A conflict: `conflict` (concurrent writers, retries did not resolve "
     "it) or `idempotency_key_reused` (the same key with another body).",
     413: "The body is too large (`request_too_large`).",
-    415: "The body is not JSON (`unsupported_media_type`).",
+    415: "The body is not JSON in UTF-8 (`unsupported_media_type`).",
     422: "A business rule said no.",
     429: "Too many requests (`throttled`).",
     503: "The database is unreachable (`database_unavailable`).",
@@ -118,6 +123,8 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         )
+    if isinstance(exc, SuspiciousOperation):
+        exc = _from_suspicious(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -163,3 +170,27 @@ def exception_handler(exc, context):
 def _code(exc: exceptions.APIException) -> str:
     codes = exc.get_codes()
     return codes if isinstance(codes, str) else exc.default_code
+
+
+def _from_suspicious(exc: SuspiciousOperation) -> exceptions.APIException:
+    """Log as Django does (``django.security.*``); answer 413 or 400."""
+    logging.getLogger(f"django.security.{type(exc).__name__}").error(
+        "%s", exc, exc_info=exc
+    )
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLarge()
+    return exceptions.ParseError(str(exc))
+
+
+@csrf_exempt
+def api_not_found(request):
+    """Answer a path under ``/api`` that no endpoint has with a JSON 404."""
+    detail = "No API endpoint has this path."
+    if not request.path_info.endswith("/"):
+        try:
+            match = resolve(f"{request.path_info}/", getattr(request, "urlconf", None))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            detail += f" Did you mean {request.path}/ (with the trailing slash)?"
+    return JsonResponse(error_body("not_found", detail), status=404)

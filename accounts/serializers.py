@@ -1,7 +1,9 @@
 """Serializer parts the account endpoints share (and the transfers API reuses).
 
 Each endpoint's own input and output serializers are nested in its view in
-``api.py``; here are the strict fields, ``parse`` and the account output.
+``api.py``; here are the strict fields (request bodies use them: DRF's own
+fields turn numbers into text and integers into UUIDs), ``parse`` and the
+account output.
 """
 
 from rest_framework import serializers
@@ -27,6 +29,17 @@ class StrictCharField(serializers.CharField):
     """Text that must be a JSON string (DRF would accept numbers and turn them)."""
 
     default_error_messages = {"invalid": "A JSON string is required."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID that must be a JSON string (DRF would take an integer as one)."""
+
+    default_error_messages = {"invalid": "A UUID in a JSON string is required."}
 
     def to_internal_value(self, data):
         if not isinstance(data, str):

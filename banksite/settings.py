@@ -215,7 +215,7 @@ CELERY_BEAT_SCHEDULE = {
 # only (415 otherwise) and at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes (413).
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.api_errors import api_not_found
 from banksite.health import healthz
 
 urlpatterns = [
@@ -10,5 +11,9 @@ urlpatterns = [
     path("api/", include("transfers.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # After every API route: any other path under api/ answers a JSON 404
+    # (and is never redirected by APPEND_SLASH, which would turn a POST into
+    # a GET).
+    re_path(r"^api(?:/|$)", api_not_found, name="api_not_found"),
     path("healthz", healthz, name="healthz"),
 ]

@@ -17,7 +17,7 @@ from accounts.idempotency import PARAMETER as IDEMPOTENCY_KEY
 from accounts.idempotency import idempotent
 from accounts.pagination import PageNumberPagination, paginated
 from accounts.permissions import is_read_only
-from accounts.serializers import amount_field, parse, reference_field
+from accounts.serializers import StrictUUIDField, amount_field, parse, reference_field
 
 from . import selectors, services
 from .models import TransferSummary
@@ -50,8 +50,8 @@ class TransfersApi(APIView):
         )
 
     class CreateInputSerializer(serializers.Serializer):
-        from_account = serializers.UUIDField(help_text="Yours, unless a teller.")
-        to_account = serializers.UUIDField()
+        from_account = StrictUUIDField(help_text="Yours, unless a teller.")
+        to_account = StrictUUIDField()
         amount = amount_field()
         reference = reference_field()
 

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+import zlib
 
 import pytest
 from rest_framework.authtoken.models import Token
@@ -51,6 +52,15 @@ def test_a_request_without_credentials_answers_401():
 def test_a_bad_token_answers_401():
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token nope")
+    response = client.get("/api/accounts/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+
+
+@pytest.mark.parametrize("key", ["abc\x00def", "0" * 39 + "\x00", "g" * 40])
+def test_a_malformed_token_answers_401(key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     response = client.get("/api/accounts/")
     assert response.status_code == 401
     assert response.json()["code"] == "authentication_failed"
@@ -358,6 +368,124 @@ def test_json_with_nan_answers_400(teller, customer, open_account):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    "path, text",
+    [
+        ("deposit", '{"amount": 5, "\\ud800": 1}'),
+        ("deposit", '{"amount": 5, "reference": "a\\udfffb"}'),
+        ("deposit", '{"amount": 5, "reference": "\\ude00\\ud83d"}'),
+        ("open", '{"currency": "\\ud800"}'),
+    ],
+)
+def test_a_lone_surrogate_in_a_json_string_answers_400(
+    teller, customer, open_account, path, text
+):
+    # Valid JSON syntax, but no Unicode text: it cannot be stored or echoed
+    # back in an error message as UTF-8.
+    account = open_account(customer)
+    before = event_count()
+    response = client_for(teller).post(
+        "/api/accounts/" if path == "open" else url(account.id, path),
+        data=text,
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+    assert event_count() == before
+
+
+def test_an_escaped_surrogate_pair_is_one_character(teller, customer, open_account):
+    account = open_account(customer)
+    response = client_for(teller).post(
+        url(account.id, "deposit"),
+        data='{"amount": 5, "reference": "\\ud83d\\ude00"}',
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    deposited = Event.objects.filter(stream_id=f"account-{account.id}").latest(
+        "version"
+    )
+    assert deposited.data["reference"] == "\U0001f600"
+
+
+@pytest.mark.parametrize("depth", [33, 950, 100_000])
+@pytest.mark.parametrize("idempotency_key", [None, "deep"])
+def test_deeply_nested_json_answers_400(
+    teller, customer, open_account, depth, idempotency_key
+):
+    account = open_account(customer)
+    before = event_count()
+    body = '{"amount": 5, "x": ' + "[" * depth + "]" * depth + "}"
+    headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
+    response = client_for(teller).post(
+        url(account.id, "deposit"),
+        data=body,
+        content_type="application/json",
+        **headers,
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+    assert event_count() == before
+
+
+def test_json_nested_up_to_the_limit_is_parsed(teller, customer, open_account):
+    account = open_account(customer)
+    body = '{"amount": 5, "x": ' + "[" * 31 + "]" * 31 + "}"
+    response = client_for(teller).post(
+        url(account.id, "deposit"), data=body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"x": ["Unknown field."]}
+
+
+@pytest.mark.parametrize(
+    "charset", ["zlib", "bz2", "rot13", "hex", "latin-1", "utf-16", "nonsense"]
+)
+def test_a_charset_other_than_utf_8_answers_415(
+    teller, customer, open_account, charset
+):
+    account = open_account(customer)
+    before = event_count()
+    response = client_for(teller).generic(
+        "POST",
+        url(account.id, "deposit"),
+        b'{"amount": 5}',
+        content_type=f"application/json; charset={charset}",
+    )
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert charset in response.json()["detail"]
+    assert event_count() == before
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", "utf8", '"utf-8"'])
+def test_utf_8_may_be_named_as_the_charset(teller, customer, open_account, charset):
+    account = open_account(customer)
+    response = client_for(teller).generic(
+        "POST",
+        url(account.id, "deposit"),
+        '{"amount": 5, "reference": "caf\u00e9"}'.encode(),
+        content_type=f"application/json; charset={charset}",
+    )
+    assert response.status_code == 200
+
+
+def test_a_compressed_body_is_not_inflated(teller, customer, open_account, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4000
+    account = open_account(customer)
+    before = event_count()
+    packed = zlib.compress(b'{"amount": 5' + b" " * 3_000_000 + b"}", 9)
+    assert len(packed) < 4000
+    response = client_for(teller).generic(
+        "POST",
+        url(account.id, "deposit"),
+        packed,
+        content_type="application/json; charset=zlib",
+    )
+    assert response.status_code == 415
+    assert event_count() == before
+
+
 def test_a_body_that_is_not_json_answers_415(teller, customer, open_account):
     account = open_account(customer)
     response = client_for(teller).post(
@@ -382,6 +510,46 @@ def test_a_method_not_allowed_answers_405(teller, customer, open_account):
     response = client_for(teller).delete(url(account.id))
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/nothing/", "/api/accounts/x/y/z/", "/api", "/api/schema/x"]
+)
+@pytest.mark.parametrize("method", ["get", "post", "delete"])
+def test_an_unknown_api_path_answers_a_json_404(customer, path, method):
+    response = getattr(client_for(customer), method)(path)
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/api/accounts", "/api/transfers"])
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_post_without_the_trailing_slash_answers_404_not_a_redirect(
+    customer, settings, path, debug
+):
+    # A redirect would have the client re-send the POST as a GET; with DEBUG
+    # on, Django refuses to redirect a POST at all (a 500).
+    settings.DEBUG = debug
+    before = event_count()
+    response = post(client_for(customer), path, {"currency": "EUR"})
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert f"{path}/" in response.json()["detail"]
+    assert event_count() == before
+
+
+def test_paths_outside_the_api_keep_djangos_answers(client):
+    assert client.get("/admin").status_code == 301
+    response = client.get("/nothing/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_too_many_query_parameters_answer_400(customer):
+    query = "&".join(f"x{i}=1" for i in range(1001))
+    response = client_for(customer).get(f"/api/accounts/?{query}")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
 
 
 def test_a_frozen_account_refuses_a_deposit_with_422(

@@ -122,6 +122,19 @@ def test_an_amount_that_is_not_a_positive_integer_answers_400(alice, pair, amoun
     assert "amount" in response.json()["fields"]
 
 
+@pytest.mark.parametrize("field", ["from_account", "to_account"])
+def test_an_account_id_that_is_not_a_json_string_answers_400(alice, pair, field):
+    # DRF's UUIDField takes an integer as the UUID's 128-bit value.
+    source, target = pair
+    account = {"from_account": source, "to_account": target}[field]
+
+    for value in [0, True, account.id.int]:
+        response = post_transfer(alice, source, target, **{field: value})
+
+        assert response.status_code == 400, (value, response.json())
+        assert field in response.json()["fields"]
+
+
 def test_a_long_reference_and_unknown_fields_answer_400(alice, pair):
     source, target = pair
     assert post_transfer(alice, source, target, reference="x" * 141).status_code == 400
