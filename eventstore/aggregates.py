@@ -5,7 +5,7 @@ An aggregate subclass names its stream prefix, applies each event in a
 replay any history) and records new events from command methods through
 ``_record``. ``Repository.save`` appends what was recorded at the version the
 aggregate was loaded at, so a concurrent writer makes it raise
-``ConcurrencyError``; ``retry_on_conflict`` reruns the whole command.
+``ConcurrencyError``; ``run_command`` reruns the whole command.
 """
 
 import re
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import ClassVar, Generic, TypeVar
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from .errors import AggregateNotFound, ConcurrencyError
 from .models import Snapshot
@@ -150,30 +150,21 @@ class Repository(Generic[A]):
         )
 
 
-def retry_on_conflict(
+def run_command(
     command: Callable[[], T], *, attempts: int = DEFAULT_CONFLICT_ATTEMPTS
 ) -> T:
-    """Run a load-act-save command, rerunning it when another writer won."""
+    """Run a load-act-save command, rerunning it when another writer won.
+
+    Each attempt runs in ``transaction.atomic()``: a transaction of its own,
+    or a savepoint in the caller's (a subscription handler's batch). So a
+    rerun starts from what the caller had, even after the failed attempt
+    saved one aggregate before another's save conflicted.
+    """
     for attempt in range(1, attempts + 1):
         try:
-            return command()
+            with transaction.atomic():
+                return command()
         except ConcurrencyError:
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
-
-
-def run_command(
-    command: Callable[[], T], *, attempts: int = DEFAULT_CONFLICT_ATTEMPTS
-) -> T:
-    """Run a load-act-save command in the caller's transaction, or in its own.
-
-    Retried on conflict. Inside a caller's transaction (a subscription
-    handler's batch) there is no savepoint: a rule refuses before anything is
-    written and a conflict leaves the transaction usable, so there is nothing
-    to undo, and the batch saves the round trips.
-    """
-    if connection.in_atomic_block:
-        return retry_on_conflict(command, attempts=attempts)
-    with transaction.atomic():
-        return retry_on_conflict(command, attempts=attempts)

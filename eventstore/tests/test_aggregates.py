@@ -1,10 +1,13 @@
 """Aggregates, the repository and snapshots."""
 
+import contextlib
+import threading
 import uuid
 
 import pytest
+from django.db import connection, transaction
 
-from eventstore.aggregates import Repository, retry_on_conflict, run_command
+from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
 from eventstore.models import Snapshot
 from eventstore.tests.testapp.domain import Counter, CounterV2, UnsnapshottedCounter
@@ -48,34 +51,43 @@ def test_saving_a_stale_aggregate_raises_a_conflict():
         counters.save(second)
 
 
-def test_retry_on_conflict_reruns_the_whole_command():
+@pytest.mark.django_db(transaction=True)
+def test_run_command_reruns_the_whole_command_when_another_writer_won():
     counter_id = counter_with([1])
     runs = []
+
+    def another_writer_adds_100():
+        try:
+            rival = counters.load(counter_id)
+            rival.add(100)
+            counters.save(rival)
+        finally:
+            connection.close()
 
     def add_ten():
         counter = counters.load(counter_id)
         if not runs:  # another writer gets in between load and save, once
-            rival = counters.load(counter_id)
-            rival.add(100)
-            counters.save(rival)
+            rival = threading.Thread(target=another_writer_adds_100)
+            rival.start()
+            rival.join(10)
         runs.append(counter.version)
         counter.add(10)
         counters.save(counter)
         return counter
 
-    result = retry_on_conflict(add_ten)
+    result = run_command(add_ten)
 
     assert runs == [1, 2]
     assert result.total == 111
     assert counters.load(counter_id).total == 111
 
 
-def test_retry_on_conflict_gives_up_after_its_attempts():
+def test_run_command_gives_up_after_its_attempts():
     def always_conflicts():
         raise ConcurrencyError("s", 1, 2)
 
     with pytest.raises(ConcurrencyError):
-        retry_on_conflict(always_conflicts, attempts=3)
+        run_command(always_conflicts, attempts=3)
 
 
 def test_a_snapshot_is_taken_every_n_events():
@@ -147,18 +159,31 @@ def test_run_command_outside_a_transaction_is_all_or_nothing():
     assert counters.load(counter_id).total == 1
 
 
-def test_run_command_inside_a_transaction_retries_without_a_savepoint(
-    django_assert_num_queries,
-):
-    counter_id = counter_with([1])
+@pytest.mark.parametrize(
+    "caller", [contextlib.nullcontext, transaction.atomic], ids=["alone", "nested"]
+)
+def test_a_rerun_command_keeps_nothing_of_the_failed_attempt(caller):
+    """The first save succeeds, the second conflicts: the first is undone.
 
-    def add_two():
-        counter = counters.load(counter_id)
-        counter.add(2)
-        counters.save(counter)
-        return counter
+    Inside a caller's transaction (a handler's batch) too: each attempt has a
+    savepoint.
+    """
+    first_id, second_id = counter_with([1]), counter_with([1])
+    attempts = []
 
-    with django_assert_num_queries(1):  # the load; the append is server-bound
-        result = run_command(add_two)
+    def add_one_to_both():
+        attempts.append(1)
+        first = counters.load(first_id)
+        first.add(1)
+        counters.save(first)
+        second = counters.load(second_id)
+        if len(attempts) == 1:
+            second.version -= 1  # as if another writer had got in
+        second.add(1)
+        counters.save(second)
 
-    assert result.total == 3
+    with caller():
+        run_command(add_one_to_both)
+
+    assert len(attempts) == 2
+    assert (counters.load(first_id).total, counters.load(second_id).total) == (2, 2)
