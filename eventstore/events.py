@@ -119,7 +119,13 @@ def decode(
                 f"no upcaster for {name!r} from schema version {schema_version} "
                 f"at {_where(position)}"
             )
-        data = step(dict(data))
+        try:
+            data = step(dict(data))
+        except Exception as error:
+            raise EventDecodeError(
+                f"cannot upcast {name!r} from schema version {schema_version} "
+                f"at {_where(position)}: {error!r}"
+            ) from error
         schema_version += 1
     converters = _converters(event_type.cls)
     try:
@@ -174,16 +180,52 @@ def _reader(hint) -> Callable:
         return _read_int
     if hint is str:
         return _read_str
+    if hint is bool:
+        return _read_bool
+    if hint is float:
+        return _read_float
     if typing.get_origin(hint) is tuple:
-        (item_hint, *_) = typing.get_args(hint)
-        item = _converter(item_hint)
-        return lambda values: tuple(item(value) for value in values)
+        return _tuple_reader(typing.get_args(hint))
     return lambda value: value
+
+
+def _tuple_reader(item_hints: tuple) -> Callable:
+    """Read a JSON list as ``tuple[X, ...]`` or as a fixed ``tuple[X, Y]``."""
+    if len(item_hints) == 2 and item_hints[1] is Ellipsis:
+        item = _converter(item_hints[0])
+        return lambda values: tuple(item(value) for value in _read_list(values))
+    items = [_converter(hint) for hint in item_hints]
+
+    def read_fixed(values):
+        values = _read_list(values)
+        if len(values) != len(items):
+            raise ValueError(f"{values!r} does not hold {len(items)} items")
+        return tuple(read(value) for read, value in zip(items, values, strict=True))
+
+    return read_fixed
 
 
 def _read_int(value):
     if type(value) is not int:  # bool is an int subclass, and not an amount
         raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
+def _read_bool(value):
+    if type(value) is not bool:
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _read_float(value):
+    if type(value) not in (int, float):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _read_list(value):
+    if type(value) is not list:
+        raise ValueError(f"{value!r} is not a list")
     return value
 
 

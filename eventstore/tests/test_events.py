@@ -19,6 +19,8 @@ class Rich:
     day: datetime.date
     maybe: uuid.UUID | None = None
     note: str = ""
+    tags: tuple[str, ...] = ()
+    pair: tuple[int, str] = (0, "")
 
 
 def test_an_event_survives_a_round_trip_through_json():
@@ -26,6 +28,8 @@ def test_an_event_survives_a_round_trip_through_json():
         who=uuid.uuid4(),
         when=datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
         day=datetime.date(2026, 1, 2),
+        tags=("a", "b"),
+        pair=(1, "x"),
     )
     name, version, data = encode(event)
 
@@ -74,11 +78,40 @@ def test_a_missing_upcaster_is_named():
         {"amount": True},
         {"amount": 1, "colour": "red"},  # unknown field
         {"amount": None},
+        {"amount": 1, "fail": "no"},  # a bool field
+        {"amount": 1, "fail": 0},
+        {"amount": 1, "sleep_seconds": "1"},  # a float field
     ],
 )
 def test_malformed_data_raises_a_decode_error_naming_the_position(data):
     with pytest.raises(EventDecodeError, match="at event 5"):
         decode("testapp.Counted", 2, data, position="event 5")
+
+
+def test_an_upcaster_that_fails_raises_a_decode_error_naming_the_position():
+    # A stored v1 Counted has "count"; this one is malformed.
+    with pytest.raises(EventDecodeError, match="from schema version 1 at event 5"):
+        decode("testapp.Counted", 1, {"amount": 3}, position="event 5")
+
+
+RICH = {
+    "who": str(uuid.uuid4()),
+    "when": "2026-01-01T00:00:00+00:00",
+    "day": "2026-01-01",
+}
+
+
+@pytest.mark.parametrize(
+    "tuples",
+    [
+        {"tags": "abc"},  # a string is no list of strings
+        {"pair": [1]},  # a fixed tuple of the wrong length
+        {"pair": ["x", 1]},  # each item has its own type
+    ],
+)
+def test_a_malformed_tuple_raises_a_decode_error(tuples):
+    with pytest.raises(EventDecodeError, match="at event 6"):
+        decode("eventstore_tests.Rich", 1, {**RICH, **tuples}, position="event 6")
 
 
 def test_a_malformed_uuid_raises_a_decode_error():

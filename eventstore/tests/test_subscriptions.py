@@ -132,7 +132,13 @@ class TestHandling:
         with pytest.raises(CommandError, match=refusal):
             call_command("subscriptions", "--retry", tallies.name, partition)
 
-    def test_an_undecodable_event_stops_the_partition_naming_its_position(self):
+    @pytest.mark.parametrize(
+        ("schema_version", "reason"),
+        [(9, "newer than this code"), (1, "cannot upcast")],  # v1 had "count"
+    )
+    def test_an_undecodable_event_stops_the_partition_naming_its_position(
+        self, schema_version, reason
+    ):
         (stream,) = streams_in_partition(7, 1)
         (good,) = append(stream, [Counted(amount=1)], 0)
         Event.objects.create(
@@ -141,7 +147,7 @@ class TestHandling:
             partition=7,
             sequence=good.sequence + 1,
             event_type="testapp.Counted",
-            schema_version=9,
+            schema_version=schema_version,
             data={"amount": 1},
             event_id=uuid.uuid4(),
             recorded_at=timezone.now(),
@@ -151,9 +157,7 @@ class TestHandling:
 
         stopped = checkpoint(7)
         assert stopped.failed_sequence == good.sequence + 1
-        assert (
-            "newer than this code" in stopped.error and f"{stream} v2" in stopped.error
-        )
+        assert reason in stopped.error and f"{stream} v2" in stopped.error
 
 
 @pytest.mark.django_db(transaction=True)
