@@ -302,8 +302,6 @@ def _handle_batch(
                 error.index, None, error.sequence, str(error)
             ) from error
         if events:
-            if sub.prepare_batch is not None:
-                sub.prepare_batch(events)
             handle(sub, events)
         full = len(events) == limit
         new_sequence = events[-1].sequence if full else head
@@ -315,10 +313,15 @@ def _handle_batch(
 
 
 def handle(sub: Subscription, events: list[RecordedEvent]) -> None:
-    """Run a subscription's handlers over events, as the runner does.
+    """Run a subscription's ``prepare_batch`` and handlers over a batch of events.
 
-    For replays outside the runner (verification); raises on a failure.
+    The runner, a rebuild and verification all handle batches this way;
+    raises ``_HandlerFailed`` on a handler's failure.
     """
+    if not events:
+        return
+    if sub.prepare_batch is not None:
+        sub.prepare_batch(events)
     if sub.batch_handler is not None:
         _run_batch_handler(sub, events)
     else:
@@ -661,8 +664,6 @@ def _rebuild_batch(
     sub: Subscription, partition: int, events: list[RecordedEvent]
 ) -> None:
     try:
-        if sub.prepare_batch is not None:
-            sub.prepare_batch(events)
         handle(sub, events)
     except _HandlerFailed as failure:
         raise RuntimeError(

@@ -66,6 +66,19 @@ class TestVerification:
         assert again.outcome == CheckRun.Outcome.OK
         assert Tally.objects.get(stream_id=counted[7]).events == 40
 
+    def test_verification_prepares_each_batch_as_the_runner_does(
+        self, counted, monkeypatch
+    ):
+        prepared = []
+        monkeypatch.setattr(
+            tallies, "prepare_batch", lambda batch: prepared.extend(batch)
+        )
+
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.OK
+        assert len(prepared) == len(counted) * 40
+
     def test_verification_leaves_the_live_model_and_position_alone(self, counted):
         Tally.objects.filter(stream_id=counted[0]).update(total=12345)
         (stream,) = streams_in_partition(2, 1)
