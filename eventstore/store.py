@@ -155,6 +155,10 @@ def append(
                 _clean({**shared, **new.metadata}),
             )
         )
+    if len(rows) > 1 and len({row[0] for row in rows}) < len(rows):
+        raise DuplicateEventError(
+            f"an event id appears twice among the events appended to {stream_id!r}"
+        )
     partition = partition_for(stream_id)
     # The proxy ``connection`` looks the connection up on every attribute
     # access; an append is hot enough for that to show.
@@ -181,7 +185,7 @@ def append(
             f"some but not all events appended to {stream_id!r} are already stored"
         )
     if outcome == "duplicate":
-        return read_events_by_id([row[0] for row in rows])
+        return _stored_in(stream_id, read_events_by_id([row[0] for row in rows]))
     return [
         RecordedEvent(
             id=id_,
@@ -203,6 +207,17 @@ def append(
             recorded_at,
         ) in zip(new_events, rows, stored, strict=True)
     ]
+
+
+def _stored_in(stream_id: str, stored: list[RecordedEvent]) -> list[RecordedEvent]:
+    """Return the events a repeated append found, if they are this stream's."""
+    for recorded in stored:
+        if recorded.stream_id != stream_id:
+            raise DuplicateEventError(
+                f"event id {recorded.event_id} is stored in {recorded.stream_id!r},"
+                f" not in {stream_id!r}"
+            )
+    return stored
 
 
 def _clean(metadata: dict) -> dict:

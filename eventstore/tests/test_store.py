@@ -109,6 +109,35 @@ class TestAppend:
 
         assert stream_version(stream) == 1
 
+    def test_a_batch_naming_one_event_id_twice_is_refused_leaving_the_transaction(
+        self,
+    ):
+        stream, repeated = new_stream(), uuid.uuid4()
+        with transaction.atomic():
+            with pytest.raises(DuplicateEventError, match="twice"):
+                append(
+                    stream,
+                    [
+                        NewEvent(Counted(amount=1), event_id=repeated),
+                        NewEvent(Counted(amount=2), event_id=repeated),
+                    ],
+                    0,
+                )
+            append(stream, [Counted(amount=3)], 0)
+
+        assert [e.event.amount for e in read_stream(stream)] == [3]
+
+    def test_reappending_an_event_id_stored_in_another_stream_is_refused(self):
+        event_id = uuid.uuid4()
+        elsewhere = new_stream()
+        append(elsewhere, [NewEvent(Counted(amount=1), event_id=event_id)], 0)
+        stream = new_stream()
+
+        with pytest.raises(DuplicateEventError, match=elsewhere):
+            append(stream, [NewEvent(Counted(amount=1), event_id=event_id)], 0)
+
+        assert stream_version(stream) == 0
+
     def test_an_unregistered_event_in_a_batch_stores_nothing(self):
         stream = new_stream()
 
