@@ -9,6 +9,7 @@ process: it sees only committed data, so tests that use it need
 import json
 import os
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -27,18 +28,23 @@ ARTIFACTS = ROOT / "test-artifacts"
 DATABASE_BEFORE_TESTS = settings.DATABASES["default"]["NAME"]
 
 
+def database_url(database_name: str) -> str:
+    """Return the configured DATABASE_URL naming another database.
+
+    The password and the query options (``sslmode``, say) are kept.
+    """
+    url = urllib.parse.urlsplit(settings.DATABASE_URL)
+    return url._replace(path="/" + urllib.parse.quote(database_name)).geturl()
+
+
 def start_worker(
     database_name: str, *, concurrency: int = 2, beat: bool = False, timeout=60
 ) -> WorkerProcess:
     """Start a real worker on the test database and queue; return it when ready."""
-    database = settings.DATABASES["default"]
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "banksite.test_settings",
-        "DATABASE_URL": (
-            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
-            f"/{database_name}"
-        ),
+        "DATABASE_URL": database_url(database_name),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
         "EVENTSTORE_SWEEP_SECONDS": "1",

@@ -7,15 +7,19 @@
 #
 # Uses PostgreSQL (DATABASE_URL) and Redis (CELERY_BROKER_URL), localhost by
 # default; with either unreachable it runs embedded instead: SQLite in
-# var/bank.sqlite3 (SQLITE_PATH) and Celery tasks run in-process.
+# var/bank.sqlite3 (SQLITE_PATH), or DATABASE_URL=sqlite:///path as given,
+# and Celery tasks run in-process.
 # DEMO_DATA=0 skips the demo data; DEMO_TRANSFERS sets how many transfers.
+# It gives up, stopping everything, if /healthz does not answer 200 within
+# HEALTH_WAIT_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PORT="${PORT:-8000}"
 HOST="${HOST:-127.0.0.1}"
+HEALTH_WAIT_SECONDS="${HEALTH_WAIT_SECONDS:-60}"
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,14s/^# \{0,1\}//p' "$0"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,6 +30,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$PORT" in '' | *[!0-9]*) echo "run.sh: --port must be a number" >&2; exit 2 ;; esac
+case "$HEALTH_WAIT_SECONDS" in '' | *[!0-9]*)
+    echo "run.sh: HEALTH_WAIT_SECONDS must be a number" >&2; exit 2 ;;
+esac
 
 if [ -t 1 ]; then
     say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -71,17 +78,28 @@ if found="$($PY -m banksite.preflight)"; then
     say "using $found"
 else
     EMBEDDED=1
-    sqlite_path="${SQLITE_PATH:-$PWD/var/bank.sqlite3}"
-    mkdir -p "$(dirname "$sqlite_path")"
-    export DATABASE_URL="sqlite:///$sqlite_path"
+    case "$DATABASE_URL" in
+    sqlite:*) ;; # chosen: kept as given
+    *)
+        sqlite_path="${SQLITE_PATH:-$PWD/var/bank.sqlite3}"
+        mkdir -p "$(dirname "$sqlite_path")"
+        export DATABASE_URL="sqlite:///$sqlite_path"
+        ;;
+    esac
     export CELERY_TASK_ALWAYS_EAGER=1
     export CACHE_URL=locmem://
-    say "embedded mode ($found): SQLite at $sqlite_path, Celery tasks run in-process, no worker or beat"
+    say "embedded mode ($found): SQLite at ${DATABASE_URL#sqlite:///}, Celery tasks run in-process, no worker or beat"
 fi
+
+# Ask the settings, which read DEBUG=0, false, no, off ... in any case.
+debug_is_off() {
+    DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-banksite.settings}" \
+        $PY -c 'import sys; from django.conf import settings; sys.exit(1 if settings.DEBUG else 0)'
+}
 
 say "migrating"
 $PY manage.py migrate --noinput -v 0
-if [ "${DEBUG:-1}" = 0 ]; then
+if debug_is_off; then
     $PY manage.py collectstatic --noinput -v 0
 fi
 
@@ -139,9 +157,12 @@ else
 fi
 
 base="http://$HOST:$PORT"
-for _ in $(seq 1 150); do
+healthy=0
+deadline=$((SECONDS + HEALTH_WAIT_SECONDS))
+while [ "$SECONDS" -lt "$deadline" ]; do
     if $PY -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
         "$base/healthz" 2>/dev/null; then
+        healthy=1
         break
     fi
     for pid in "${pids[@]}"; do
@@ -149,6 +170,11 @@ for _ in $(seq 1 150); do
     done
     sleep 0.2
 done
+if [ "$healthy" = 0 ]; then
+    # The EXIT trap stops everything, as Ctrl-C does.
+    say "not healthy: $base/healthz did not answer 200 within $HEALTH_WAIT_SECONDS seconds"
+    exit 1
+fi
 
 cat <<EOF
 

@@ -18,9 +18,10 @@ from django.http import (
     UnreadablePostError,
 )
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.throttling import SimpleRateThrottle
 
 from eventstore.context import metadata_context
+
+from .throttling import LoginRateThrottle
 
 logger = logging.getLogger("banksite.request")
 
@@ -151,21 +152,6 @@ class DatabaseUnavailableMiddleware:
             status=503,
             headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
         )
-
-
-class LoginRateThrottle(SimpleRateThrottle):
-    """Count login attempts per client address (``LOGIN_THROTTLE_RATE``)."""
-
-    scope = "login"
-
-    def get_rate(self) -> str:
-        return settings.LOGIN_THROTTLE_RATE
-
-    def get_cache_key(self, request, view) -> str:
-        return self.cache_format % {
-            "scope": self.scope,
-            "ident": self.get_ident(request),
-        }
 
 
 class LoginThrottleMiddleware:

@@ -13,6 +13,7 @@ import sys
 import dj_database_url
 import psycopg
 from kombu import Connection
+from kombu.utils.url import maybe_sanitize_url
 from psycopg import sql
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bank"
@@ -56,13 +57,20 @@ def ensure_database(url: str) -> str:
 
 
 def check_broker(url: str) -> str:
-    """Connect to the Celery broker once; describe it."""
+    """Connect to the Celery broker once; describe it, never with its password."""
     try:
-        with Connection(url, connect_timeout=TIMEOUT_SECONDS) as broker:
+        with Connection(
+            url,
+            connect_timeout=TIMEOUT_SECONDS,
+            # A broker that takes the connection and never answers is down too.
+            transport_options={"socket_timeout": TIMEOUT_SECONDS},
+        ) as broker:
             broker.ensure_connection(max_retries=1, timeout=TIMEOUT_SECONDS)
             return f"broker {broker.as_uri()}"
     except Exception as error:  # any failure means: not usable here
-        raise Unreachable(f"broker {url}: {_first_line(error)}") from None
+        raise Unreachable(
+            f"broker {maybe_sanitize_url(url)}: {_first_line(error)}"
+        ) from None
 
 
 def _first_line(error: Exception) -> str:

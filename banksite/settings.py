@@ -5,10 +5,12 @@ Redis on localhost). ``DATABASE_URL=sqlite:///...`` selects the embedded
 fallback; ``CELERY_TASK_ALWAYS_EAGER=1`` runs tasks in-process.
 """
 
+import logging
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -84,9 +86,10 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "banksite.wsgi.application"
 
+DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bank")
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bank"),
+        DATABASE_URL,
         conn_max_age=60,
         conn_health_checks=True,
     )
@@ -100,22 +103,30 @@ else:
     DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get(
         "TEST_DATABASE_NAME", "test_bank"
     )
+    database_options = DATABASES["default"].setdefault("OPTIONS", {})
     # Fail fast (and answer 503) instead of hanging on an unreachable server.
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = int(
-        os.environ.get("DATABASE_CONNECT_TIMEOUT", "5")
-    )
+    if "DATABASE_CONNECT_TIMEOUT" in os.environ:
+        database_options["connect_timeout"] = int(
+            os.environ["DATABASE_CONNECT_TIMEOUT"]
+        )
+    else:
+        database_options.setdefault("connect_timeout", 5)
     # psycopg's default, which Django turns off for connection poolers (none
     # here): a server-side bound statement run a few times on a connection is
     # prepared. That is the event store's append; Django binds its own
     # queries client-side, and those are never prepared.
-    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
+    database_options["prepare_threshold"] = 5
     # A hung worker must not hold a partition's lease (its checkpoint row
     # lock) or a partition head forever: the server ends such sessions.
-    DATABASES["default"]["OPTIONS"]["options"] = (
+    session_timeouts = (
         "-c idle_in_transaction_session_timeout="
         + os.environ.get("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "60000")
         + " -c statement_timeout="
         + os.environ.get("DATABASE_STATEMENT_TIMEOUT_MS", "60000")
+    )
+    # After the URL's own ``options`` (a search_path, say), not instead.
+    database_options["options"] = " ".join(
+        filter(None, [database_options.get("options"), session_timeouts])
     )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -165,6 +176,11 @@ CSRF_TRUSTED_ORIGINS = [
     if origin.strip()
 ]
 
+# Redis (the cache and the broker) that stops answering must not hang a
+# request or a write: give up after a few seconds (throttling then fails
+# open; a nudge not sent is left to the sweep).
+REDIS_TIMEOUT_SECONDS = 3
+
 # The cache holds throttling counters, so every web process must share it:
 # Redis (by default the broker's) in production, `locmem://` for one process.
 CACHE_URL = os.environ.get(
@@ -178,6 +194,10 @@ CACHES = {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "bank-cache",
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            },
         }
     )
 }
@@ -190,6 +210,10 @@ LOGIN_THROTTLE_VIEWS = ["admin:login"]
 # database). Acks come late and are only nudges: correctness never depends on
 # a message being delivered exactly once.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+    "socket_timeout": REDIS_TIMEOUT_SECONDS,
+}
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "bank")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
@@ -223,13 +247,18 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "accounts.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["banksite.throttling.FailOpenUserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": os.environ.get("API_THROTTLE_RATE", "6000/min"),
     },
     "EXCEPTION_HANDLER": "accounts.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "accounts.api_schema.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # Throttles count per client address. Behind NUM_PROXIES proxies that each
+    # append to X-Forwarded-For it is taken from there; with none (0) it is
+    # the connection's and the header is ignored: a client may write anything
+    # in it, and would pass the login throttle.
+    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bank back office API",
@@ -244,13 +273,33 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("API_MAX_BODY_BYTES", "262144")
 # How long an Idempotency-Key's first answer is kept and replayed.
 IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_KEY_TTL_HOURS", "24"))
 
+# Transfers pending or debited for longer than this are shown as stuck.
+TRANSFERS_STUCK_AFTER_SECONDS = int(
+    os.environ.get("TRANSFERS_STUCK_AFTER_SECONDS", "300")
+)
+
+# Mail, for the alerts to operations staff; Django's defaults otherwise.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "root@localhost")
+
 # Event store: the number of partitions is fixed for the life of the event
 # table (changing it is an offline operation, see README).
 EVENTSTORE_PARTITIONS = int(os.environ.get("EVENTSTORE_PARTITIONS", "16"))
 
 # One line per record with the request id and correlation id of the request
 # or event being handled; JSON lines with LOG_FORMAT=json.
-LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+if LOG_LEVEL not in logging.getLevelNamesMapping():
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL={os.environ['LOG_LEVEL']!r} is not a log level: use DEBUG,"
+        " INFO, WARNING, ERROR or CRITICAL."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -269,7 +318,7 @@ LOGGING = {
             "formatter": "json" if LOG_FORMAT == "json" else "text",
         }
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Django logs 4xx/5xx itself; our request log line already says it.
     "loggers": {"django.request": {"level": "ERROR"}},
 }

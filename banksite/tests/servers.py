@@ -1,16 +1,20 @@
-"""Run the real web server or ``run.sh`` in a subprocess, for tests."""
+"""For tests: the real web server or ``run.sh`` in a subprocess, closed and
+hung ports to point things at, and the settings an environment makes."""
 
 import contextlib
 import json
 import os
+import runpy
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +31,52 @@ def closed_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def hung_port():
+    """Yield a port that takes connections and never answers: a hung server.
+
+    The kernel completes the handshakes into the listen backlog; nothing ever
+    reads what is sent.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+def returns_within(seconds: float, call):
+    """Return ``call()``, failing if it has not returned after ``seconds``.
+
+    The call runs in a thread, so a hang fails the test instead of blocking
+    it; the thread's database connection is closed when it ends.
+    """
+    from django.db import connections
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed back to the test
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def settings_from_environment(**env: str) -> dict:
+    """Return the names ``banksite/settings.py`` defines with only ``env`` set."""
+    with mock.patch.dict(os.environ, env, clear=True):
+        return runpy.run_path(str(ROOT / "banksite" / "settings.py"))
 
 
 def clean_environment(**overrides) -> dict:

@@ -7,7 +7,7 @@ import pytest
 from eventstore.store import append
 from eventstore.tests.testapp.events import Counted
 
-from .servers import closed_port
+from .servers import closed_port, hung_port, returns_within
 
 pytestmark = pytest.mark.django_db
 
@@ -45,6 +45,17 @@ def test_health_is_unavailable_when_the_broker_is_unreachable(client, settings):
     assert body["database"]["ok"] is True
     assert body["broker"]["ok"] is False
     assert "refused" in body["broker"]["error"].lower()
+
+
+def test_health_is_unavailable_when_the_broker_hangs(client, settings):
+    with hung_port() as port:
+        settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{port}/0"
+        response = returns_within(30, lambda: client.get("/healthz"))
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["broker"]["ok"] is False
+    assert "timeout" in body["broker"]["error"].lower()
 
 
 def test_health_answers_get_only(client):

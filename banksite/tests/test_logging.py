@@ -2,6 +2,8 @@
 
 import json
 import logging
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -12,6 +14,8 @@ from eventstore.context import metadata_context
 from eventstore.store import append, read_stream
 from eventstore.tests.testapp.events import Counted
 from eventstore.tests.testapp.models import Tally
+
+from .servers import ROOT, clean_environment
 
 
 @pytest.mark.django_db
@@ -117,3 +121,41 @@ def test_the_correlation_id_travels_to_the_worker_that_handles_the_events(
     )
     assert any("process_partition_task" in entry["message"] for entry in lines)
     assert all(entry["request_id"] == "req-4" for entry in lines)
+
+
+def log_one_line(**env: str) -> subprocess.CompletedProcess:
+    """Start Django as every process does and log one warning."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django, logging; django.setup();"
+            " logging.getLogger('banksite').warning('started')",
+        ],
+        cwd=ROOT,
+        env=clean_environment(DJANGO_SETTINGS_MODULE="banksite.settings", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_lowercase_log_level_is_understood():
+    result = log_one_line(LOG_LEVEL="info")
+
+    assert result.returncode == 0, result.stderr
+    assert "WARNING banksite" in result.stderr
+
+
+def test_an_unknown_log_level_is_refused_with_a_clear_message():
+    result = log_one_line(LOG_LEVEL="loud")
+
+    assert result.returncode != 0
+    assert "LOG_LEVEL='loud' is not a log level" in result.stderr
+
+
+def test_log_format_json_is_understood_in_any_case():
+    result = log_one_line(LOG_FORMAT="JSON", LOG_LEVEL="INFO")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stderr.splitlines()[-1])["message"] == "started"

@@ -3,8 +3,12 @@
 import json
 import re
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
+
+import pytest
 
 from .servers import (
     ROOT,
@@ -94,3 +98,88 @@ def processes_in_group(pgid: int) -> list[str]:
         ["ps", "-o", "pid=,pgid=,args=", "-e"], capture_output=True, text=True
     ).stdout
     return [line for line in listing.splitlines() if int(line.split()[1]) == pgid]
+
+
+@pytest.fixture(scope="module")
+def run_sh_on_a_sqlite_url_never_healthy(tmp_path_factory):
+    """Run ./run.sh on a SQLite DATABASE_URL, where /healthz never answers 200.
+
+    127.0.0.1 is not an allowed host, so every health probe answers 400.
+    Return (status, output, the given database, the default embedded one).
+    """
+    directory = tmp_path_factory.mktemp("never-healthy")
+    given = directory / "given.sqlite3"
+    fallback = directory / "fallback.sqlite3"
+    log = directory / "run.log"
+    with closed_port() as broker_port:
+        env = clean_environment(
+            DATABASE_URL=f"sqlite:///{given}",
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{broker_port}/0",
+            SQLITE_PATH=str(fallback),
+            ALLOWED_HOSTS="bank.example.com",
+            HEALTH_WAIT_SECONDS="3",
+            DEMO_DATA="0",
+        )
+        process = start([str(ROOT / "run.sh"), "--port", str(free_port())], env, log)
+        try:
+            deadline = time.monotonic() + 120
+            while process.poll() is None and time.monotonic() < deadline:
+                if "Ctrl-C stops everything" in log.read_text():
+                    break  # it says the bank is up: no reason to wait longer
+                time.sleep(0.2)
+        finally:
+            returncode = stop(process, signal.SIGINT)
+    return returncode, log.read_text(), given, fallback, process.pid
+
+
+def test_run_sh_keeps_a_sqlite_database_url_as_given(
+    run_sh_on_a_sqlite_url_never_healthy,
+):
+    _, output, given, fallback, _ = run_sh_on_a_sqlite_url_never_healthy
+
+    with sqlite3.connect(given) as database:
+        (migrations,) = database.execute(
+            "SELECT count(*) FROM django_migrations"
+        ).fetchone()
+    assert migrations > 0
+    assert not fallback.exists()
+    embedded = [line for line in output.splitlines() if "embedded mode" in line]
+    assert len(embedded) == 1 and str(given) in embedded[0], output[-2000:]
+
+
+def test_run_sh_that_never_gets_healthy_says_so_stops_and_fails(
+    run_sh_on_a_sqlite_url_never_healthy,
+):
+    returncode, output, _, _, pid = run_sh_on_a_sqlite_url_never_healthy
+
+    assert "The bank is up" not in output
+    assert "not healthy" in output, output[-2000:]
+    assert output.rstrip().endswith("==> stopped"), output[-2000:]
+    assert returncode == 1
+    assert not processes_in_group(pid)
+
+
+def run_sh_function(name: str, **env: str) -> subprocess.CompletedProcess:
+    """Run one function of run.sh by itself, cut out of the script."""
+    return subprocess.run(
+        ["bash", "-c", f'source <(sed -n "/^{name}() {{/,/^}}/p" run.sh) && {name}'],
+        cwd=ROOT,
+        env=clean_environment(PY=sys.executable, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("debug", ["0", "False", "no", "OFF", " false "])
+def test_run_sh_reads_debug_as_off_as_the_settings_do(debug):
+    result = run_sh_function("debug_is_off", DEBUG=debug, SECRET_KEY="k" * 50)
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("debug", ["1", "True", "yes", "on"])
+def test_run_sh_reads_debug_as_on_as_the_settings_do(debug):
+    result = run_sh_function("debug_is_off", DEBUG=debug)
+
+    assert result.returncode == 1, result.stderr
