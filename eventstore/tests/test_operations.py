@@ -50,6 +50,11 @@ def post(client, name: str, data: dict):
     return client.post(reverse(f"admin:{name}"), data, follow=True)
 
 
+def skip(client, *, partition: int, sequence: int, reason: str):
+    data = {"partition": partition, "sequence": sequence, "reason": reason}
+    return post(client, "operations_skip", {"subscription": tallies.name, **data})
+
+
 def page_messages(response) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
@@ -168,15 +173,8 @@ class TestActions:
     def test_a_skip_needs_a_reason(self, client, operator, stopped):
         client.force_login(operator)
 
-        response = post(
-            client,
-            "operations_skip",
-            {
-                "subscription": tallies.name,
-                "partition": 3,
-                "sequence": stopped.failed_sequence,
-                "reason": "   ",
-            },
+        response = skip(
+            client, partition=3, sequence=stopped.failed_sequence, reason="   "
         )
 
         assert "Not skipped" in page_messages(response)[0]
@@ -185,15 +183,11 @@ class TestActions:
     def test_a_skip_records_who_and_why_and_moves_on(self, client, operator, stopped):
         client.force_login(operator)
 
-        response = post(
+        response = skip(
             client,
-            "operations_skip",
-            {
-                "subscription": tallies.name,
-                "partition": 3,
-                "sequence": stopped.failed_sequence,
-                "reason": "bad test data",
-            },
+            partition=3,
+            sequence=stopped.failed_sequence,
+            reason="bad test data",
         )
 
         skipped = SkippedEvent.objects.get()
@@ -212,16 +206,7 @@ class TestActions:
         client.force_login(operator)
         client.get(OPERATIONS)
 
-        response = post(
-            client,
-            "operations_skip",
-            {
-                "subscription": tallies.name,
-                "partition": 4,
-                "sequence": 1,
-                "reason": "why not",
-            },
-        )
+        response = skip(client, partition=4, sequence=1, reason="why not")
 
         assert "not stopped" in page_messages(response)[0]
 
@@ -240,15 +225,11 @@ class TestActions:
         )
         subscriptions.process_partition(3, [tallies])
 
-        response = post(
+        response = skip(
             client,
-            "operations_skip",
-            {
-                "subscription": tallies.name,
-                "partition": 3,
-                "sequence": stopped.failed_sequence,
-                "reason": "bad test data",
-            },
+            partition=3,
+            sequence=stopped.failed_sequence,
+            reason="bad test data",
         )
 
         assert shown in page
