@@ -14,9 +14,9 @@ from collections.abc import Callable
 from functools import cache
 from typing import ClassVar, Generic, TypeVar
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
-from .errors import AggregateNotFound, ConcurrencyError
+from .errors import AggregateNotFound, ConcurrencyError, is_transient
 from .models import Snapshot
 from .store import (
     NewEvent,
@@ -153,18 +153,20 @@ class Repository(Generic[A]):
 def run_command(
     command: Callable[[], T], *, attempts: int = DEFAULT_CONFLICT_ATTEMPTS
 ) -> T:
-    """Run a load-act-save command, rerunning it when another writer won.
+    """Run a load-act-save command, rerunning it when it lost a race.
 
-    Each attempt runs in ``transaction.atomic()``: a transaction of its own,
-    or a savepoint in the caller's (a subscription handler's batch). So a
-    rerun starts from what the caller had, even after the failed attempt
-    saved one aggregate before another's save conflicted.
+    It lost when another writer won a stream it saves, or when PostgreSQL
+    broke a deadlock with another transaction by failing it. Each attempt
+    runs in ``transaction.atomic()``: a transaction of its own, or a
+    savepoint in the caller's (a subscription handler's batch). So a rerun
+    starts from what the caller had, even after the failed attempt saved one
+    aggregate before another's save conflicted.
     """
     for attempt in range(1, attempts + 1):
         try:
             with transaction.atomic():
                 return command()
-        except ConcurrencyError:
-            if attempt == attempts:
+        except (ConcurrencyError, OperationalError) as error:
+            if not is_transient(error) or attempt == attempts:
                 raise
     raise AssertionError("unreachable")

@@ -1,5 +1,7 @@
 """Errors of the event store. Each names what it is about."""
 
+import psycopg.errors
+
 
 class EventStoreError(Exception):
     """Base of every event store error."""
@@ -19,7 +21,7 @@ class ConcurrencyError(EventStoreError):
 
 
 class DuplicateEventError(EventStoreError):
-    """Some, but not all, of the events of one append were already stored."""
+    """An append's event ids clash: with each other, or stored elsewhere or in part."""
 
 
 class UnknownEventType(EventStoreError):
@@ -46,3 +48,17 @@ class AggregateNotFound(EventStoreError):
     def __init__(self, stream_id: str):
         self.stream_id = stream_id
         super().__init__(f"no events stored for {stream_id!r}")
+
+
+def is_transient(error: Exception) -> bool:
+    """Whether the work may succeed if run again from the start.
+
+    Another writer won the stream (``ConcurrencyError``), or PostgreSQL
+    broke a deadlock or a serialization conflict by failing this side.
+    """
+    if isinstance(error, ConcurrencyError):
+        return True
+    return isinstance(
+        error.__cause__,
+        psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure,
+    )

@@ -20,7 +20,6 @@ import logging
 import traceback
 from collections.abc import Callable, Iterable
 
-import psycopg.errors
 from django.conf import settings
 from django.db import OperationalError, transaction
 from django.db.models import Q
@@ -29,7 +28,7 @@ from django.utils import timezone
 from . import events as event_registry
 from . import nudges
 from .context import metadata_context
-from .errors import ConcurrencyError, UnreadableEvent
+from .errors import ConcurrencyError, UnreadableEvent, is_transient
 from .models import Checkpoint, SkippedEvent
 from .store import RecordedEvent, head_sequence, partition_heads, read_partition
 
@@ -214,7 +213,7 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
             _record_failure(sub, partition, failure)
             return handled
         except (OperationalError, ConcurrencyError) as error:
-            if not _is_transient(error) or transient_failures >= TRANSIENT_ATTEMPTS:
+            if not is_transient(error) or transient_failures >= TRANSIENT_ATTEMPTS:
                 raise
             transient_failures += 1
             logger.info("retrying %s[%s] after %s", sub.name, partition, error)
@@ -248,15 +247,6 @@ def _handle_one_by_one(sub: Subscription, partition: int) -> int:
         if not more:
             break
     return handled
-
-
-def _is_transient(error: Exception) -> bool:
-    if isinstance(error, ConcurrencyError):
-        return True
-    return isinstance(
-        error.__cause__,
-        psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure,
-    )
 
 
 def handling_context(recorded: RecordedEvent):

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
 from eventstore.models import Snapshot
+from eventstore.store import partition_for
 from eventstore.tests.testapp.domain import Counter, CounterV2, UnsnapshottedCounter
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +81,58 @@ def test_run_command_reruns_the_whole_command_when_another_writer_won():
     assert runs == [1, 2]
     assert result.total == 111
     assert counters.load(counter_id).total == 111
+
+
+def _counter_in(partition: int) -> uuid.UUID:
+    while True:
+        counter = Counter(uuid.uuid4())
+        if partition_for(counter.stream_id) == partition:
+            counter.add(1)
+            counters.save(counter)
+            return counter.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_command_reruns_the_command_postgresql_failed_to_break_a_deadlock():
+    """Two commands save two counters in opposite orders, in two partitions.
+
+    Each holds the first one's partition lock when it asks for the other's:
+    PostgreSQL fails one of them, which runs again once the other is done.
+    """
+    first, second = _counter_in(1), _counter_in(2)
+    both_hold_one = threading.Barrier(2)
+    failures = []
+
+    def add_to(counter_ids):
+        attempts = []
+
+        def add_one_to_each():
+            attempts.append(1)
+            for number, counter_id in enumerate(counter_ids):
+                if number == 1 and len(attempts) == 1:
+                    both_hold_one.wait(10)
+                counter = counters.load(counter_id)
+                counter.add(1)
+                counters.save(counter)
+
+        try:
+            run_command(add_one_to_each)
+        except Exception as error:
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=add_to, args=(order,))
+        for order in ([first, second], [second, first])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert failures == []
+    assert (counters.load(first).total, counters.load(second).total) == (3, 3)
 
 
 def test_run_command_gives_up_after_its_attempts():
