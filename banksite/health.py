@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from kombu.exceptions import OperationalError as BrokerError
 
 from eventstore.subscriptions import subscription_status
@@ -29,7 +29,7 @@ BROKER_TIMEOUT_SECONDS = 2
 
 
 @never_cache
-@require_GET
+@require_safe  # GET, and HEAD for load balancers that probe with it
 def healthz(request: HttpRequest) -> JsonResponse:
     """Report the database, the broker and the subscriptions' lag."""
     database = _check(_ping_database)

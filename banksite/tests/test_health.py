@@ -58,5 +58,6 @@ def test_health_is_unavailable_when_the_broker_hangs(client, settings):
     assert "timeout" in body["broker"]["error"].lower()
 
 
-def test_health_answers_get_only(client):
+def test_health_answers_get_and_head_only(client):
+    assert client.head("/healthz").status_code == 200
     assert client.post("/healthz").status_code == 405
