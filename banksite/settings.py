@@ -6,6 +6,7 @@ fallback; ``CELERY_TASK_ALWAYS_EAGER=1`` runs tasks in-process.
 """
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -222,10 +223,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+EVENTSTORE_SWEEP_SECONDS = float(os.environ.get("EVENTSTORE_SWEEP_SECONDS", "5"))
 CELERY_BEAT_SCHEDULE = {
     "eventstore-sweep": {
         "task": "eventstore.tasks.sweep_partitions",
-        "schedule": float(os.environ.get("EVENTSTORE_SWEEP_SECONDS", "5")),
+        "schedule": EVENTSTORE_SWEEP_SECONDS,
+        # A sweep not taken before the next is due is dropped: after the
+        # workers were down they would otherwise run every one they missed.
+        "options": {"expire_seconds": math.ceil(EVENTSTORE_SWEEP_SECONDS)},
     },
     "accounts-purge-idempotency-keys": {
         "task": "accounts.tasks.purge_idempotency_keys",
