@@ -173,17 +173,14 @@ def retry(request):
         messages.error(request, f"Not retried. {_form_errors(form)}")
         return _back(request)
     data = form.cleaned_data
-    checkpoint = Checkpoint.objects.filter(
-        subscription=data["subscription"], partition=data["partition"]
-    ).first()
-    if checkpoint is None or not checkpoint.is_stopped:
-        messages.error(request, "That partition is not stopped.")
-        return _back(request)
     try:
-        subscriptions.retry_partition(checkpoint.subscription, checkpoint.partition)
+        subscriptions.retry_partition(data["subscription"], data["partition"])
     except (LookupError, ValueError) as error:
         messages.error(request, f"Not retried: {error}")
         return _back(request)
+    checkpoint = Checkpoint.objects.get(
+        subscription=data["subscription"], partition=data["partition"]
+    )
     log_staff_action(
         request,
         Checkpoint,

@@ -206,8 +206,8 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
                 # Commit the events before the failing one, then stop there.
                 # They are handled again, and one of them may fail this time.
                 try:
-                    count, _ = _handle_batch(sub, partition, failure.index) or (0, 0)
-                    handled += count
+                    batch = _handle_batch(sub, partition, failure.index)
+                    handled += batch[0] if batch else 0
                 except _HandlerFailed as earlier:
                     failure = earlier
             _record_failure(sub, partition, failure)
@@ -291,8 +291,7 @@ def _handle_batch(
             raise _HandlerFailed(
                 error.index, None, error.sequence, str(error)
             ) from error
-        if events:
-            handle(sub, events)
+        handle(sub, events)
         full = len(events) == limit
         new_sequence = events[-1].sequence if full else head
         if new_sequence != checkpoint.sequence or checkpoint.is_stopped:

@@ -10,14 +10,11 @@ import datetime
 import enum
 import uuid
 
-from accounts.domain import validate_amount
-from accounts.errors import InvalidReference
+from accounts.domain import validate_amount, validate_reference
 from eventstore.aggregates import Aggregate
 
 from .errors import SameAccount, TransferStateError
 from .events import Credited, Debited, Failed, Refunded, TransferRequested
-
-MAX_REFERENCE_LENGTH = 140
 
 # Namespace of the event ids derived from (transfer id, outcome), so that a
 # step recorded twice is an idempotent repeat in the event store.
@@ -81,10 +78,7 @@ class Transfer(Aggregate):
         if from_account == to_account:
             raise SameAccount()
         validate_amount(amount)
-        if len(reference) > MAX_REFERENCE_LENGTH:
-            raise InvalidReference(
-                f"The reference is longer than {MAX_REFERENCE_LENGTH} characters."
-            )
+        validate_reference(reference)
         transfer = cls(id)
         transfer._record(
             TransferRequested(
