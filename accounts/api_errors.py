@@ -14,7 +14,7 @@ Every error answers JSON ``{"code": ..., "detail": ..., "fields"?: {...}}``:
 | 415 | ``unsupported_media_type`` |
 | 422 | a business rule said no: ``insufficient_funds``, ``account_frozen``, ... |
 | 429 | ``throttled`` |
-| 503 | ``database_unavailable`` |
+| 503 | ``database_unavailable``, ``misconfigured`` (banksite's middleware) |
 
 ``extend_schema(responses=error_responses(...))`` documents them per
 endpoint. The transfers API uses the same handler and helpers, and
@@ -69,7 +69,8 @@ STATUS_TEXT = {
     415: "The body is not JSON in UTF-8 (`unsupported_media_type`).",
     422: "A business rule said no.",
     429: "Too many requests (`throttled`).",
-    503: "The database is unreachable (`database_unavailable`).",
+    503: "The database is unreachable (`database_unavailable`), or this server"
+    " is misconfigured (`misconfigured`).",
 }
 
 # Every endpoint may answer these.

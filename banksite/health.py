@@ -1,7 +1,8 @@
 """``GET /healthz``: is this web process fit to take traffic?
 
 Answers 200 when the database and the Celery broker are reachable and 503
-when either is not, with a JSON body saying which. It also reports how far
+when either is not, or when this process's partition count is not the event
+store's, with a JSON body saying which. It also reports how far
 the subscriptions (projections and the transfer process) lag behind the
 event table and how many partitions are stopped by an error; those do not
 change the status code, because taking web processes out of a load balancer
@@ -19,6 +20,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from kombu.exceptions import OperationalError as BrokerError
 
+from eventstore.errors import PartitionCountMismatch
+from eventstore.store import partition_count
 from eventstore.subscriptions import subscription_status
 
 from .celery import app as celery_app
@@ -50,7 +53,7 @@ def _check(probe) -> dict:
     started = time.monotonic()
     try:
         result = {"ok": True, **probe()}
-    except (DatabaseError, OSError, BrokerError) as error:
+    except (DatabaseError, OSError, BrokerError, PartitionCountMismatch) as error:
         logger.warning("health check %s failed: %s", probe.__name__, error)
         result = {
             "ok": False,
@@ -64,11 +67,12 @@ def _ping_database() -> dict:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        partitions = partition_count()
     except DatabaseError:
         # Drop a broken connection so the next probe reconnects.
         connection.close()
         raise
-    return {"vendor": connection.vendor}
+    return {"vendor": connection.vendor, "partitions": partitions}
 
 
 def _ping_broker() -> dict:

@@ -20,6 +20,7 @@ from django.http import (
 from rest_framework.authtoken.views import ObtainAuthToken
 
 from eventstore.context import metadata_context
+from eventstore.errors import PartitionCountMismatch
 
 from .throttling import LoginRateThrottle
 
@@ -129,7 +130,9 @@ class DatabaseUnavailableMiddleware:
 
     Covers every view (the API's exception handler may answer first for API
     views): a database outage is not a bug in the request, so it must not look
-    like a 500.
+    like a 500. So is a process whose partition count is not the event
+    store's (``misconfigured``; ``/healthz`` fails too, so a load balancer
+    takes it out).
     """
 
     RETRY_AFTER_SECONDS = 5
@@ -141,6 +144,16 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception):
+        if isinstance(exception, PartitionCountMismatch):
+            logger.error("misconfigured: %s", exception)
+            return JsonResponse(
+                {
+                    "code": "misconfigured",
+                    "detail": "This server is misconfigured. Try again shortly.",
+                },
+                status=503,
+                headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+            )
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
         logger.error("database unavailable: %s", exception, exc_info=exception)

@@ -42,6 +42,20 @@ class UnreadableEvent(EventStoreError):
         super().__init__(reason)
 
 
+class PartitionCountMismatch(EventStoreError):
+    """This process's ``EVENTSTORE_PARTITIONS`` is not the store's."""
+
+    def __init__(self, configured: int, recorded: int):
+        self.configured = configured
+        self.recorded = recorded
+        super().__init__(
+            f"EVENTSTORE_PARTITIONS is {configured} in this process, but the stored"
+            f" events are numbered in {recorded} partitions; set it to {recorded}"
+            " in every process (the count can change only while no event is"
+            " stored)"
+        )
+
+
 class AggregateNotFound(EventStoreError):
     """No events are stored for this aggregate."""
 

@@ -40,9 +40,10 @@ from .errors import (
     ConcurrencyError,
     DuplicateEventError,
     EventStoreError,
+    PartitionCountMismatch,
     UnreadableEvent,
 )
-from .models import Event, NudgeClaim, PartitionHead, Snapshot
+from .models import Event, NudgeClaim, PartitionHead, Partitioning, Snapshot
 
 READ_BATCH_SIZE = 500
 # Loading an aggregate reads few columns per event, so it fetches more at once.
@@ -117,8 +118,51 @@ def _reading_cursor():
 
 
 def partition_for(stream_id: str) -> int:
-    """Return the partition of a stream: the same in every process, forever."""
+    """Return the partition of a stream: the same in every process, forever.
+
+    Only if every process has the same ``EVENTSTORE_PARTITIONS``: writers
+    and runners call ``partition_count`` first, which checks that.
+    """
     return zlib.crc32(stream_id.encode()) % settings.EVENTSTORE_PARTITIONS
+
+
+# (database name, count) pairs this process has checked against the store.
+_checked_partition_counts: set[tuple[str, int]] = set()
+
+
+def partition_count() -> int:
+    """Return ``EVENTSTORE_PARTITIONS``, once checked against the store's count.
+
+    A stream's events must all be in one partition. A process configured
+    with another count than the one the stored events were numbered with
+    would put a stream's new events in another partition, where a runner
+    could handle them before the old ones; so it raises
+    ``PartitionCountMismatch`` instead. The first process records its count;
+    the count can change only while no event is stored. A process checks
+    once per database.
+    """
+    count = settings.EVENTSTORE_PARTITIONS
+    key = (connections[DEFAULT_DB_ALIAS].settings_dict["NAME"], count)
+    if key not in _checked_partition_counts:
+        _check_partition_count(count)
+        _checked_partition_counts.add(key)
+    return count
+
+
+def _check_partition_count(count: int) -> None:
+    with transaction.atomic():
+        recorded, _ = Partitioning.objects.select_for_update().get_or_create(
+            id=1, defaults={"partitions": count}
+        )
+        if recorded.partitions != count:
+            if Event.objects.exists():
+                raise PartitionCountMismatch(count, recorded.partitions)
+            recorded.partitions = count
+            recorded.save(update_fields=["partitions"])
+    # Every partition's rows exist from the start, so appends and
+    # lock_partitions rarely have to create them in the middle of a
+    # transaction that holds other partitions' locks.
+    create_partitions(range(count))
 
 
 def append(
@@ -159,6 +203,7 @@ def append(
         raise DuplicateEventError(
             f"an event id appears twice among the events appended to {stream_id!r}"
         )
+    partition_count()  # refuses a process configured unlike the store
     partition = partition_for(stream_id)
     # The proxy ``connection`` looks the connection up on every attribute
     # access; an append is hot enough for that to show.
@@ -339,6 +384,7 @@ def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
     appends; two such transactions then queue instead of deadlocking.
     Return the partitions locked.
     """
+    partition_count()  # refuses a process configured unlike the store
     wanted = sorted({partition_for(stream_id) for stream_id in stream_ids})
     if not wanted:
         return []

@@ -20,7 +20,6 @@ import logging
 import traceback
 from collections.abc import Callable, Iterable
 
-from django.conf import settings
 from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -30,7 +29,13 @@ from . import nudges
 from .context import metadata_context
 from .errors import ConcurrencyError, UnreadableEvent, is_transient
 from .models import Checkpoint, SkippedEvent
-from .store import RecordedEvent, head_sequence, partition_heads, read_partition
+from .store import (
+    RecordedEvent,
+    head_sequence,
+    partition_count,
+    partition_heads,
+    read_partition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +135,7 @@ def all_subscriptions() -> list[Subscription]:
 
 
 def partitions() -> range:
-    return range(settings.EVENTSTORE_PARTITIONS)
+    return range(partition_count())
 
 
 # Running

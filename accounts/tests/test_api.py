@@ -742,6 +742,26 @@ def test_the_database_being_unreachable_answers_503(teller, monkeypatch):
     assert response.json()["code"] == "database_unavailable"
 
 
+def test_a_process_configured_unlike_the_event_store_answers_503(
+    teller, customer, open_account, settings, monkeypatch
+):
+    from eventstore import store
+
+    monkeypatch.setattr(store, "_checked_partition_counts", set())
+    account = open_account(customer)  # records the count, checked from here
+    stored = Event.objects.count()
+    monkeypatch.setattr(store, "_checked_partition_counts", set())
+    settings.EVENTSTORE_PARTITIONS += 1
+
+    response = client_for(teller).post(
+        f"/api/accounts/{account.id}/deposit/", {"amount": 100}, format="json"
+    )
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "misconfigured"
+    assert Event.objects.count() == stored
+
+
 def test_the_role_groups_are_created_by_a_migration():
     from django.contrib.auth.models import Group
 

@@ -58,6 +58,24 @@ def test_health_is_unavailable_when_the_broker_hangs(client, settings):
     assert "timeout" in body["broker"]["error"].lower()
 
 
+def test_health_is_unavailable_when_the_partition_count_is_not_the_stores(
+    client, settings, monkeypatch
+):
+    from eventstore import store
+
+    monkeypatch.setattr(store, "_checked_partition_counts", set())
+    append(f"tally-{uuid.uuid4()}", [Counted(amount=1)], 0)  # records the count
+    monkeypatch.setattr(store, "_checked_partition_counts", set())
+    settings.EVENTSTORE_PARTITIONS += 1
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"]["ok"] is False
+    assert "EVENTSTORE_PARTITIONS is" in body["database"]["error"]
+
+
 def test_health_answers_get_and_head_only(client):
     assert client.head("/healthz").status_code == 200
     assert client.post("/healthz").status_code == 405

@@ -15,9 +15,15 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from psycopg.types.json import Jsonb
 
+from eventstore import store, subscriptions
 from eventstore.context import metadata_context
-from eventstore.errors import ConcurrencyError, DuplicateEventError, UnknownEventType
-from eventstore.models import Event
+from eventstore.errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    PartitionCountMismatch,
+    UnknownEventType,
+)
+from eventstore.models import Event, NudgeClaim, PartitionHead, Partitioning
 from eventstore.store import (
     NewEvent,
     append,
@@ -235,6 +241,80 @@ def test_the_partition_of_a_stream_is_the_same_in_another_process():
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "banksite.test_settings"},
     )
     assert int(other.stdout.strip()) == partition_for(stream)
+
+
+@pytest.fixture
+def unchecked_partition_count(monkeypatch):
+    """Make this process check its partition count against the store again."""
+    monkeypatch.setattr(store, "_checked_partition_counts", set())
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("unchecked_partition_count")
+class TestPartitionCount:
+    def test_a_process_with_another_count_refuses_to_append_or_run(self, settings):
+        append(new_stream(), [Counted(amount=1)], 0)
+        stored = Event.objects.count()
+        recorded = settings.EVENTSTORE_PARTITIONS
+        settings.EVENTSTORE_PARTITIONS = recorded + 1
+
+        with pytest.raises(PartitionCountMismatch) as raised:
+            append(new_stream(), [Counted(amount=2)], 0)
+        with pytest.raises(PartitionCountMismatch):
+            lock_partitions([new_stream()])
+        with pytest.raises(PartitionCountMismatch):
+            subscriptions.partitions()
+
+        assert str(raised.value).startswith(
+            f"EVENTSTORE_PARTITIONS is {recorded + 1} in this process, but the"
+            f" stored events are numbered in {recorded} partitions"
+        )
+        assert Event.objects.count() == stored
+        assert Partitioning.objects.get().partitions == recorded
+
+    def test_an_empty_store_takes_a_new_count_and_every_partitions_rows(self, settings):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "TRUNCATE eventstore_event, eventstore_partitionhead,"
+                " eventstore_nudgeclaim, eventstore_partitioning"
+            )
+        Partitioning.objects.create(partitions=3)
+        settings.EVENTSTORE_PARTITIONS = 5
+
+        append(new_stream(), [Counted(amount=1)], 0)
+
+        assert Partitioning.objects.get().partitions == 5
+        every = set(range(5))
+        assert set(PartitionHead.objects.values_list("partition", flat=True)) == every
+        assert set(NudgeClaim.objects.values_list("partition", flat=True)) == every
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("unchecked_partition_count")
+def test_a_worker_configured_with_another_count_refuses_to_append(settings):
+    from conftest import database_url
+
+    append(new_stream(), [Counted(amount=1)], 0)
+    code = (
+        "import django; django.setup();"
+        "from eventstore.store import append;"
+        "from eventstore.tests.testapp.events import Counted;"
+        "append('tally-other-process', [Counted(amount=1)], 0)"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "banksite.settings",
+        "DATABASE_URL": database_url(connection.settings_dict["NAME"]),
+        "SECRET_KEY": "test",
+        "EVENTSTORE_PARTITIONS": str(settings.EVENTSTORE_PARTITIONS * 2),
+    }
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+
+    assert other.returncode != 0
+    assert "PartitionCountMismatch" in other.stderr
+    assert not Event.objects.filter(stream_id="tally-other-process").exists()
 
 
 def in_thread_transaction(work, *args):
