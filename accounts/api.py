@@ -58,13 +58,19 @@ class MomentField(serializers.Field):
     """An ISO 8601 moment with a time zone; with ``dates``, also a plain date.
 
     A date means midnight UTC at its start, or with ``end_of_day`` at its end
-    (the start of the next day), so ``to=2024-05-31`` includes that day.
+    (the start of the next day), so ``to=2024-05-31`` includes that day. The
+    moment is returned in UTC; one that UTC cannot hold (Python's datetimes
+    end at 0001-01-01 and 9999-12-31) is refused as out of range.
     """
 
     default_error_messages = {
         "invalid": "Use ISO 8601 with a time zone, e.g. 2024-05-31T12:00:00Z "
         "(encode '+' as %2B in a URL).",
         "naive": "The moment must carry a time zone (Z or +HH:MM).",
+        "out_of_range": "Out of range: the moment must lie between "
+        "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.",
+        "last_day": "Out of range: 9999-12-31 ends after the last moment "
+        "supported; use an earlier date or a moment such as 9999-12-31T23:59:59Z.",
     }
 
     def __init__(self, *, dates: bool = False, end_of_day: bool = False, **kwargs):
@@ -77,10 +83,7 @@ class MomentField(serializers.Field):
             self.fail("invalid")
         try:
             if self.dates and (day := dateparse.parse_date(data)) is not None:
-                moment = datetime.datetime.combine(day, datetime.time(), datetime.UTC)
-                return (
-                    moment + datetime.timedelta(days=1) if self.end_of_day else moment
-                )
+                return self._from_day(day)
             moment = dateparse.parse_datetime(data)
         except (ValueError, OverflowError):
             self.fail("invalid")
@@ -88,14 +91,29 @@ class MomentField(serializers.Field):
             self.fail("invalid")
         if moment.tzinfo is None:
             self.fail("naive")
-        return moment
+        try:
+            return moment.astimezone(datetime.UTC)
+        except OverflowError:
+            self.fail("out_of_range")
+
+    def _from_day(self, day: datetime.date) -> datetime.datetime:
+        start = datetime.datetime.combine(day, datetime.time(), datetime.UTC)
+        if not self.end_of_day:
+            return start
+        if day == datetime.date.max:
+            self.fail("last_day")
+        return start + datetime.timedelta(days=1)
 
     def to_representation(self, value):
         return value.isoformat()
 
 
 def _query(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.query_params.dict())
+    """Return the valid query parameters; an empty one counts as absent."""
+    given = {
+        name: value for name, value in request.query_params.items() if value.strip()
+    }
+    serializer = serializer_class(data=given)
     if not serializer.is_valid():
         raise ValidationError(serializer.errors)
     return serializer.validated_data

@@ -130,6 +130,14 @@ else:
         filter(None, [database_options.get("options"), session_timeouts])
     )
 
+# The read-model jobs (verify, repair, the scheduled checks) run statements
+# over whole read models and the event table, which take longer as the store
+# grows: in their own transactions they get this statement timeout instead of
+# the sessions' one above (eventstore.verification, SET LOCAL).
+DATABASE_JOB_STATEMENT_TIMEOUT_MS = int(
+    os.environ.get("DATABASE_JOB_STATEMENT_TIMEOUT_MS", "3600000")
+)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -366,7 +366,7 @@ def _clear_failure(checkpoint: Checkpoint) -> None:
 def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) -> None:
     """Write the error after the handler's transaction rolled back."""
     now = timezone.now()
-    _ensure_checkpoints([sub], [partition])  # if created by the rolled-back batch
+    ensure_checkpoints([sub], [partition])  # if created by the rolled-back batch
     with transaction.atomic():
         checkpoint = Checkpoint.objects.select_for_update().get(
             subscription=sub.name, partition=partition
@@ -415,11 +415,12 @@ def _lease(sub: Subscription, partition: int) -> Checkpoint | None:
         try:
             return leases.get(subscription=sub.name, partition=partition)
         except Checkpoint.DoesNotExist:  # missing, or locked by another worker
-            _ensure_checkpoints([sub], [partition])
+            ensure_checkpoints([sub], [partition])
     return None
 
 
-def _ensure_checkpoints(subs: Iterable[Subscription], parts: Iterable[int]) -> None:
+def ensure_checkpoints(subs: Iterable[Subscription], parts: Iterable[int]) -> None:
+    """Create these subscriptions' missing checkpoint rows in these partitions."""
     Checkpoint.objects.bulk_create(
         [Checkpoint(subscription=sub.name, partition=p) for sub in subs for p in parts],
         ignore_conflicts=True,
@@ -432,7 +433,7 @@ def _ensure_checkpoints(subs: Iterable[Subscription], parts: Iterable[int]) -> N
 def partitions_behind() -> list[int]:
     """Return the partitions where some subscription has work it may do now."""
     subs = all_subscriptions()
-    _ensure_checkpoints(subs, partitions())
+    ensure_checkpoints(subs, partitions())
     heads = partition_heads()
     waiting = Q(failed_sequence__isnull=False, retry_at__gt=timezone.now())
     behind = set()
@@ -525,7 +526,7 @@ def skip_failed_event(
     sub = get_subscription(subscription_name)
     if partition not in partitions():
         raise ValueError(f"there is no partition {partition}")
-    _ensure_checkpoints([sub], [partition])
+    ensure_checkpoints([sub], [partition])
     with transaction.atomic():
         checkpoint = Checkpoint.objects.select_for_update().get(
             subscription=subscription_name, partition=partition
@@ -598,7 +599,7 @@ def rebuild_together(
     event_types = sorted({name for sub in subs for name in sub.event_types})
     types_of = {sub.name: set(sub.event_types) for sub in subs}
     handled = dict.fromkeys(types_of, 0)
-    _ensure_checkpoints(subs, partitions())
+    ensure_checkpoints(subs, partitions())
     with transaction.atomic():
         checkpoints = Checkpoint.objects.filter(subscription__in=handled)
         # Wait for the runners' batches to end; hold them off until commit.

@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from celery import shared_task
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.mail import send_mail
@@ -93,6 +94,22 @@ def rebuildable() -> list[subscriptions.Subscription]:
     return [sub for sub in subscriptions.all_subscriptions() if sub.reset]
 
 
+def _use_job_statement_timeout() -> None:
+    """Give the rest of the current transaction the jobs' statement timeout.
+
+    Verification, repair and checks copy, compare and empty whole read models
+    and sum over the event table, single statements that take longer as the
+    store grows; the sessions' timeout (``DATABASE_STATEMENT_TIMEOUT_MS``),
+    there to free a hung worker's lease, would fail them for good on a big
+    store. ``SET LOCAL`` ends with the transaction.
+    """
+    if connection.vendor != "postgresql":
+        return
+    timeout_ms = int(settings.DATABASE_JOB_STATEMENT_TIMEOUT_MS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+
+
 def latest_runs() -> dict[tuple[str, str], CheckRun]:
     """Return the latest run of each (name, kind)."""
     latest = (
@@ -133,6 +150,7 @@ def verify(name: str, *, requested_by=None) -> CheckRun:
 def _verify(sub: subscriptions.Subscription) -> CheckResult:
     tables = [_Table.of(model) for model in sub.read_models]
     with transaction.atomic():
+        _use_job_statement_timeout()
         cut = _freeze(sub)
         for table in tables:
             table.copy_live()
@@ -163,13 +181,7 @@ def _verify(sub: subscriptions.Subscription) -> CheckResult:
 
 def _freeze(sub: subscriptions.Subscription) -> dict[int, int]:
     """Lock the subscription's checkpoints; return the cut they hold."""
-    Checkpoint.objects.bulk_create(
-        [
-            Checkpoint(subscription=sub.name, partition=p)
-            for p in subscriptions.partitions()
-        ],
-        ignore_conflicts=True,
-    )
+    subscriptions.ensure_checkpoints([sub], subscriptions.partitions())
     return dict(
         Checkpoint.objects.select_for_update()
         .filter(subscription=sub.name)
@@ -324,7 +336,15 @@ def repair_together(
     """
     started, clock = timezone.now(), time.monotonic()
     try:
-        handled = subscriptions.rebuild_together(names, progress=progress)
+        # Committed first, as the rebuild itself does: a runner creating the
+        # same rows would otherwise wait for the whole rebuild.
+        subscriptions.ensure_checkpoints(
+            [subscriptions.get_subscription(n) for n in names],
+            subscriptions.partitions(),
+        )
+        with transaction.atomic():
+            _use_job_statement_timeout()
+            handled = subscriptions.rebuild_together(names, progress=progress)
     except (ValueError, RuntimeError, EventStoreError) as error:
         return [
             _record(
@@ -386,6 +406,7 @@ def caught_up_cut(names: list[str]) -> Iterator[dict[int, int]]:
     subs = [subscriptions.get_subscription(name) for name in names]
     create_partitions(subscriptions.partitions())
     with transaction.atomic():
+        _use_job_statement_timeout()
         # In the order a rebuild locks checkpoints, so the two queue, not deadlock.
         for sub in sorted(subs, key=lambda sub: sub.name):
             _freeze(sub)

@@ -32,7 +32,11 @@ TRANSFER_ID = OpenApiParameter(
 
 
 def _query(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.query_params.dict())
+    """Return the valid query parameters; an empty one counts as absent."""
+    given = {
+        name: value for name, value in request.query_params.items() if value.strip()
+    }
+    serializer = serializer_class(data=given)
     if not serializer.is_valid():
         raise ValidationError(serializer.errors)
     return serializer.validated_data

@@ -213,6 +213,15 @@ def test_a_bad_filter_answers_400(teller):
     assert "currency" in response.json()["fields"]
 
 
+def test_empty_account_filters_count_as_absent(auditor, customer, open_account):
+    open_account(customer, currency="EUR")
+    open_account(customer, currency="USD")
+    project()
+    response = client_for(auditor).get("/api/accounts/?owner=&currency=&status=")
+    assert response.status_code == 200
+    assert response.json()["count"] == 2
+
+
 def test_retrieve_shows_the_account(customer, open_account):
     account = open_account(customer, balance=250)
     project()
@@ -658,6 +667,56 @@ def test_a_malformed_ledger_date_answers_400(customer, open_account, query):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize("query", ["from=", "to=", "from=&to=", "from=%20"])
+def test_an_empty_ledger_date_counts_as_absent(customer, open_account, query):
+    account = open_account(customer, balance=100)
+    project()
+    response = client_for(customer).get(url(account.id, "ledger") + f"?{query}")
+    assert response.status_code == 200
+    assert response.json()["count"] == 1
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("to=9999-12-31", "Out of range: 9999-12-31 ends after the last moment"),
+        ("to=9999-12-31T23:59:59-01:00", "Out of range: the moment must lie"),
+        ("from=0001-01-01T00:00:00%2B01:00", "Out of range: the moment must lie"),
+    ],
+)
+def test_an_out_of_range_ledger_date_answers_400_saying_so(
+    customer, open_account, query, message
+):
+    account = open_account(customer)
+    response = client_for(customer).get(url(account.id, "ledger") + f"?{query}")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid"
+    [name] = body["fields"]
+    assert query.startswith(f"{name}=")
+    assert body["fields"][name][0].startswith(message)
+
+
+@pytest.mark.parametrize(
+    "query, count",
+    [
+        ("to=9999-12-30", 1),
+        ("to=9999-12-31T23:59:59Z", 1),
+        ("from=9999-12-31", 0),
+        ("from=0001-01-01", 1),
+        ("to=0001-01-01T00:00:00Z", 0),
+    ],
+)
+def test_the_first_and_last_dates_in_range_answer_200(
+    customer, open_account, query, count
+):
+    account = open_account(customer, balance=100)
+    project()
+    response = client_for(customer).get(url(account.id, "ledger") + f"?{query}")
+    assert response.status_code == 200
+    assert response.json()["count"] == count
+
+
 def test_events_show_request_metadata_to_staff_only(teller, customer, open_account):
     account = open_account(customer)
     post(client_for(teller), url(account.id, "deposit"), {"amount": 7})
@@ -702,6 +761,23 @@ def test_a_balance_moment_without_time_zone_or_malformed_answers_400(
     response = client_for(customer).get(url(account.id, "balance") + f"?{query}")
     assert response.status_code == 400
     assert "at" in response.json()["fields"]
+
+
+@pytest.mark.parametrize(
+    "moment", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00%2B01:00"]
+)
+def test_a_balance_moment_out_of_range_answers_400_saying_so(
+    customer, open_account, moment
+):
+    account = open_account(customer)
+    response = client_for(customer).get(url(account.id, "balance") + f"?at={moment}")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {
+        "at": [
+            "Out of range: the moment must lie between 0001-01-01T00:00:00Z and "
+            "9999-12-31T23:59:59Z."
+        ]
+    }
 
 
 # Schema

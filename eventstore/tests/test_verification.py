@@ -195,3 +195,87 @@ def a_session_waits_for_a_lock() -> bool:
             " WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return cursor.fetchone()[0] > 0
+
+
+# The jobs' own statement timeout: their statements over whole read models and
+# the event table grow with the store, past the sessions' 60 seconds.
+
+JOB_TIMEOUT_MS = 1234567
+
+
+def statement_timeout_ms() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')::interval")
+        return int(cursor.fetchone()[0].total_seconds() * 1000)
+
+
+@pytest.fixture
+def job_timeout(settings):
+    assert statement_timeout_ms() != JOB_TIMEOUT_MS  # the sessions' timeout
+    settings.DATABASE_JOB_STATEMENT_TIMEOUT_MS = JOB_TIMEOUT_MS
+
+
+def record_timeouts(monkeypatch) -> list[int]:
+    """Record the statement timeout whenever the tallies replay a batch."""
+    seen = []
+    monkeypatch.setattr(
+        tallies, "prepare_batch", lambda batch: seen.append(statement_timeout_ms())
+    )
+    return seen
+
+
+@pytest.mark.django_db
+class TestJobStatementTimeout:
+    def test_verification_runs_with_the_jobs_timeout(
+        self, counted, job_timeout, monkeypatch
+    ):
+        seen = record_timeouts(monkeypatch)
+
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.OK
+        assert seen and set(seen) == {JOB_TIMEOUT_MS}
+
+    def test_a_repair_runs_with_the_jobs_timeout(
+        self, counted, job_timeout, monkeypatch
+    ):
+        seen = record_timeouts(monkeypatch)
+
+        run = verification.repair(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.OK
+        assert seen and set(seen) == {JOB_TIMEOUT_MS}
+
+    def test_a_check_at_a_cut_runs_with_the_jobs_timeout(self, counted, job_timeout):
+        seen = []
+
+        def check():
+            with verification.caught_up_cut([tallies.name]):
+                seen.append(statement_timeout_ms())
+            return verification.CheckResult(rows_checked=0, differences=0, summary="")
+
+        verification.register_check("test.timeout", check)
+        try:
+            run = verification.run_check("test.timeout")
+        finally:
+            verification._checks.pop("test.timeout")
+
+        assert run.ok
+        assert seen == [JOB_TIMEOUT_MS]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_jobs_timeout_ends_with_their_transaction(
+    verifiable_tallies, job_timeout, monkeypatch
+):
+    before = statement_timeout_ms()
+    for n, stream in enumerate(streams_in_partition(3, 2)):
+        append(stream, [Counted(amount=n + 1)], 0)
+    subscriptions.catch_up([tallies])
+    seen = record_timeouts(monkeypatch)
+
+    verification.verify(tallies.name)
+    verification.repair(tallies.name)
+
+    assert seen and set(seen) == {JOB_TIMEOUT_MS}
+    assert statement_timeout_ms() == before

@@ -217,6 +217,18 @@ def test_the_list_filters_by_status_and_refuses_bad_filters(alice, pair):
     assert client.get("/api/transfers/?account=nope").status_code == 400
 
 
+def test_empty_list_filters_count_as_absent(alice, pair):
+    source, target = pair
+    post_transfer(alice, source, target, amount=100)
+    run_projections()
+    client = client_for(alice)
+
+    for query in ["?status=", "?account=", "?status=&account="]:
+        response = client.get(f"/api/transfers/{query}")
+        assert response.status_code == 200, query
+        assert [row["amount"] for row in response.json()["results"]] == [100]
+
+
 def test_another_customers_transfer_answers_404(alice, bob, pair):
     source, target = pair
     location = post_transfer(alice, source, target)["Location"]
