@@ -492,10 +492,23 @@ class LedgerEntryAdmin(AnyAccountViewer, ReadOnlyAdmin):
         "reference",
     )
     list_filter = ("type", ("recorded_at", admin.DateFieldListFilter))
-    search_fields = ("account__number", "=transfer_id", "reference")
+    search_fields = ("account__number", "reference")
+    search_help_text = "An account number, a reference, or a transfer id."
     list_select_related = ("account",)
     ordering = ("-recorded_at",)
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        """Find a transfer's rows by its id (on its index), else search as usual.
+
+        Django's ``=transfer_id`` would compare the id as upper-case text,
+        ORed with the other fields: a scan of the whole ledger every time.
+        """
+        try:
+            transfer_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(transfer_id=transfer_id), False
 
     @admin.display(description="amount", ordering="amount")
     def amount_money(self, entry: LedgerEntry) -> str:

@@ -85,7 +85,18 @@ class LedgerEntry(models.Model):
                 fields=["account", "position"], name="accounts_ledger_position"
             )
         ]
-        indexes = [models.Index(fields=["account", "recorded_at"])]
+        indexes = [
+            models.Index(fields=["account", "recorded_at"]),
+            # A transfer's page shows its ledger rows (``selectors.
+            # transfer_ledger``): without it, a scan of the whole ledger.
+            # Partial: cash movements, never looked up by transfer, add
+            # nothing to it, so rebuilds pay for transfer rows only.
+            models.Index(
+                fields=["transfer_id"],
+                condition=models.Q(transfer_id__isnull=False),
+                name="accounts_ledger_transfer",
+            ),
+        ]
         verbose_name_plural = "ledger entries"
 
     def __str__(self):

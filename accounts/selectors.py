@@ -171,6 +171,11 @@ def account_ledger(
     return entries.order_by("position")
 
 
+def transfer_ledger(transfer_id: uuid.UUID) -> QuerySet[LedgerEntry]:
+    """Return the statement rows a transfer's steps wrote, with their accounts."""
+    return LedgerEntry.objects.filter(transfer_id=transfer_id).select_related("account")
+
+
 @dataclasses.dataclass(frozen=True)
 class EventRecord:
     version: int

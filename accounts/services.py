@@ -17,12 +17,13 @@ from django.db import transaction
 
 from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
-from eventstore.store import append, event_exists, lock_partitions
+from eventstore.store import append, event_exists, lock_partitions, read_stream
 
 from .domain import (
     Account,
     TransferStep,
     generate_account_number,
+    is_valid_account_number,
     parse_account_id,
 )
 from .errors import AccountNumberTaken, UnknownAccount
@@ -48,6 +49,23 @@ def get_account(account_id) -> Account:
         raise UnknownAccount(account=account_id) from None
 
 
+def get_account_by_number(number: str) -> Account:
+    """Load the account with this number; raise ``UnknownAccount`` if none.
+
+    The number's stream names the account that claimed it, so an account
+    opened a moment ago is found before its read model catches up.
+    """
+    if not is_valid_account_number(number):
+        raise UnknownAccount(account=number)
+    for recorded in read_stream(_number_stream(number)):
+        return get_account(recorded.event.account_id)
+    raise UnknownAccount(account=number)
+
+
+def _number_stream(number: str) -> str:
+    return f"account-number-{number}"
+
+
 def open_account(*, owner, currency: str, number: str | None = None, actor) -> Account:
     """Open an account for ``owner`` (a user) with a given or generated number."""
     for _ in range(NUMBER_ATTEMPTS if number is None else 1):
@@ -66,7 +84,7 @@ def _open_once(owner, currency, number, actor) -> Account:
         currency=currency,
         owner_id=owner.pk,
     )
-    number_stream = f"account-number-{account.number}"
+    number_stream = _number_stream(account.number)
     with transaction.atomic():
         # Two streams, two partitions: locked in the shared order first, so
         # two openings queue instead of deadlocking.

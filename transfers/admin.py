@@ -5,12 +5,17 @@ The pages show the read models; a new transfer is requested through
 and then runs on the Celery workers like any other. A transfer still
 ``pending`` or ``debited`` after ``TRANSFERS_STUCK_AFTER_SECONDS`` is stuck:
 highlighted in the list, filterable, and counted on the operations page.
+A stuck transfer whose next step an operator skipped in the process manager
+is stranded: nothing will ever drive it on, so operations staff resume it
+(``services.transfer_resume``) or refund it (``services.transfer_refund``)
+from its page.
 
 This module also adds the trial balance and the transfer outcomes chart to
 the operations page, and registers the scheduled trial-balance check.
 """
 
 import datetime
+import logging
 import uuid
 
 from django import forms
@@ -24,10 +29,11 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts import selectors as accounts_selectors
 from accounts.admin import (
     SENT_BEFORE,
     AnyAccountViewer,
@@ -36,18 +42,22 @@ from accounts.admin import (
     format_money,
     parse_money,
 )
-from accounts.domain import MAX_REFERENCE_LENGTH
-from accounts.errors import BankError
-from accounts.models import AccountBalance, LedgerEntry
+from accounts.domain import MAX_REFERENCE_LENGTH, Account
+from accounts.errors import BankError, UnknownAccount
+from accounts.models import AccountBalance
+from accounts.services import get_account_by_number
 from eventstore import charts, operations, verification
 from eventstore.admin import LastYearSafeDateHierarchy, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
+from eventstore.errors import EventStoreError
 from eventstore.models import CheckRun, Event
 
 from . import selectors, services, trial_balance
-from .domain import Transfer
+from .domain import Status, Transfer
 from .models import Totals, TransferSummary
+
+logger = logging.getLogger(__name__)
 
 START_TRANSFER = "transfers.transfer_from_any_account"
 UNFINISHED = (TransferSummary.Status.PENDING, TransferSummary.Status.DEBITED)
@@ -76,15 +86,49 @@ class StuckFilter(admin.SimpleListFilter):
     parameter_name = "stuck"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Stuck"), ("no", "Not stuck")]
+        return [
+            ("yes", "Stuck"),
+            ("stranded", "Stranded (step skipped)"),
+            ("no", "Not stuck"),
+        ]
 
     def queryset(self, request, queryset):
         stuck = Q(status__in=UNFINISHED, created_at__lt=timezone.now() - stuck_after())
         if self.value() == "yes":
             return queryset.filter(stuck)
+        if self.value() == "stranded":
+            return queryset.filter(id__in=selectors.stranded_transfers().values("id"))
         if self.value() == "no":
             return queryset.exclude(stuck)
         return queryset
+
+
+class StrandedForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Why; kept in the events' metadata with your name.",
+    )
+
+
+# What finishing a stranded transfer can do, and what the page says of it.
+STRANDED_ACTIONS = {
+    "resume": (
+        services.transfer_resume,
+        "Resume",
+        "Resumed",
+        "Run the steps left, as the process manager would: debit the source "
+        "if that is still to do, then credit the target (or refund the source "
+        "if the target refuses).",
+    ),
+    "refund": (
+        services.transfer_refund,
+        "Refund",
+        "Refunded",
+        "Give the amount in transit back to the source; the transfer ends "
+        "failed (refunded_by_operations).",
+    ),
+}
 
 
 class NewTransferForm(SentOnceForm):
@@ -97,12 +141,13 @@ class NewTransferForm(SentOnceForm):
         help_text="Shown in both ledgers.",
     )
 
-    def _account(self, field: str) -> AccountBalance:
-        number = self.cleaned_data[field].strip()
-        account = AccountBalance.objects.filter(number=number).first()
-        if account is None:
-            raise forms.ValidationError("No account has this number.")
-        return account
+    def _account(self, field: str) -> Account:
+        # From the events, as the API's request does: an account opened a
+        # moment ago has no read-model row yet.
+        try:
+            return get_account_by_number(self.cleaned_data[field].strip())
+        except UnknownAccount:
+            raise forms.ValidationError("No account has this number.") from None
 
     def clean_from_account(self):
         return self._account("from_account")
@@ -300,10 +345,7 @@ class TransferAdmin(AnyAccountViewer, LastYearSafeDateHierarchy, admin.ModelAdmi
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        try:
-            transfer_id = uuid.UUID(unquote(str(object_id)))
-        except ValueError:
-            raise Http404("No such transfer.") from None
+        transfer_id = _transfer_id(object_id)
         timeline = _timeline(transfer_id)
         if not TransferSummary.objects.filter(id=transfer_id).exists():
             record = selectors.record_from_events(transfer_id)
@@ -321,8 +363,122 @@ class TransferAdmin(AnyAccountViewer, LastYearSafeDateHierarchy, admin.ModelAdmi
                     "opts": self.opts,
                 },
             )
-        extra = {**(extra_context or {}), "timeline": timeline}
+        extra = {
+            **(extra_context or {}),
+            "timeline": timeline,
+            "stranded": _stranded(request, transfer_id),
+        }
         return super().change_view(request, object_id, form_url, extra)
+
+    # Finishing a stranded transfer (operations staff)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                f"<path:object_id>/{action}/",
+                wrap(self.stranded_view),
+                {"action": action},
+                name=f"transfers_transfersummary_{action}",
+            )
+            for action in STRANDED_ACTIONS
+        ] + super().get_urls()
+
+    def stranded_view(self, request, object_id, action):
+        if not operations.may_operate(request.user):
+            raise PermissionDenied
+        service, label, done, explanation = STRANDED_ACTIONS[action]
+        transfer_id = _transfer_id(object_id)
+        page = reverse("admin:transfers_transfersummary_change", args=[transfer_id])
+        stranded = _stranded(request, transfer_id)
+        if stranded is None:
+            messages.error(
+                request,
+                f"Transfer {transfer_id} is not stranded: there is nothing to "
+                f"{action}.",
+            )
+            return HttpResponseRedirect(page)
+        form = StrandedForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            try:
+                with metadata_context(reason=reason, via="admin"):
+                    transfer = service(transfer_id=transfer_id, actor=request.user)
+            except BankError as refusal:
+                messages.error(request, f"Not done: {refusal.detail}")
+                return HttpResponseRedirect(page)
+            except EventStoreError as error:
+                # A step that still fails (why it was skipped) rolled back.
+                logger.exception("could not %s transfer %s", action, transfer_id)
+                messages.error(
+                    request, f"Not done, nothing was changed: {error}. Try again."
+                )
+                return HttpResponseRedirect(page)
+            outcome = f" ({transfer.failure_reason})" if transfer.failure_reason else ""
+            message = (
+                f"{done} the stranded transfer: it is {transfer.status}{outcome} "
+                f"now. Reason: {reason}"
+            )
+            log_staff_action(
+                request,
+                TransferSummary,
+                object_id=transfer.id,
+                object_repr=str(transfer.id),
+                message=message,
+            )
+            messages.success(request, message)
+            return HttpResponseRedirect(page)
+        return TemplateResponse(
+            request,
+            "admin/accounts/account/action.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"{label} stranded transfer {str(transfer_id)[:8]}",
+                "intro": f"{stranded['summary']} {explanation}",
+                "form": form,
+                "opts": self.opts,
+                "submit_label": label,
+                "cancel_url": page,
+            },
+        )
+
+
+def _transfer_id(object_id) -> uuid.UUID:
+    try:
+        return uuid.UUID(unquote(str(object_id)))
+    except ValueError:
+        raise Http404("No such transfer.") from None
+
+
+def _stranded(request, transfer_id: uuid.UUID) -> dict | None:
+    """Say why a transfer is stranded and what staff may do; None if it is not."""
+    try:
+        transfer = services.get_transfer(transfer_id)
+    except BankError:
+        raise Http404("No such transfer.") from None
+    skip = selectors.skipped_step(transfer)
+    if skip is None:
+        return None
+    actions = ["resume"] + (["refund"] if transfer.status == Status.DEBITED else [])
+    return {
+        "summary": (
+            f"Transfer of {format_money(transfer.amount, transfer.currency)} "
+            f"is {transfer.status}, and nothing will drive it on: the process "
+            f"manager's step was skipped at {skip.skipped_at:%Y-%m-%d %H:%M:%S} "
+            f"by {skip.skipped_by or 'a command'} ({skip.reason})."
+        ),
+        "actions": [
+            (
+                STRANDED_ACTIONS[action][1],
+                reverse(
+                    f"admin:transfers_transfersummary_{action}", args=[transfer_id]
+                ),
+            )
+            for action in actions
+        ]
+        if operations.may_operate(request.user)
+        else [],
+    }
 
 
 def _account_link(account_id, number) -> str:
@@ -346,9 +502,7 @@ def _timeline(transfer_id: uuid.UUID) -> list[dict]:
             stream_id=Transfer.stream_id_for(transfer_id)
         ).order_by("version")
     ]
-    for entry in LedgerEntry.objects.filter(transfer_id=transfer_id).select_related(
-        "account"
-    ):
+    for entry in accounts_selectors.transfer_ledger(transfer_id):
         steps.append(
             {
                 "at": entry.recorded_at,
@@ -406,10 +560,23 @@ def _trial_balance_panel(request) -> dict:
                     "balanced": f["difference"] == 0,
                 }
             )
+    drift = []
+    if last is not None:
+        for currency, names in last.details.get("totals_drift", {}).items():
+            for name, values in names.items():
+                drift.append(
+                    {
+                        "currency": currency,
+                        "figure": name,
+                        "read_model": format_money(values["read_model"], currency),
+                        "independent": format_money(values["independent"], currency),
+                    }
+                )
     return {
         "rows": rows,
         "last": last,
         "checked": checked,
+        "drift": drift,
         "may_run": operations.may_operate(request.user),
         "check_name": trial_balance.NAME,
         "verification_checks": verification.checks(),
@@ -445,6 +612,9 @@ def _outcomes_panel(request) -> dict:
         "stuck": stuck_transfers().count(),
         "stuck_url": reverse("admin:transfers_transfersummary_changelist")
         + "?stuck=yes",
+        "stranded": selectors.stranded_transfers().count(),
+        "stranded_url": reverse("admin:transfers_transfersummary_changelist")
+        + "?stuck=stranded",
         "unfinished": TransferSummary.objects.filter(status__in=UNFINISHED).count(),
     }
 

@@ -35,6 +35,8 @@ class FailureReason(enum.StrEnum):
     TARGET_FROZEN = "target_frozen"
     TARGET_CLOSED = "target_closed"
     TARGET_BALANCE_LIMIT = "target_balance_limit"
+    # Operations staff gave a stranded transfer's amount back to its source.
+    REFUNDED_BY_OPERATIONS = "refunded_by_operations"
 
 
 def outcome_event_id(transfer_id: uuid.UUID, outcome: str) -> uuid.UUID:

@@ -27,3 +27,11 @@ class UnknownTransfer(BankError):
 
 class TransferStateError(Exception):
     """A step was recorded out of order: a bug, never a business refusal."""
+
+
+class TransferNotStranded(BankError):
+    """An operator asked to finish a transfer that nothing has stranded."""
+
+    code = "transfer_not_stranded"
+    status = 409
+    default_detail = "This transfer is not stranded."

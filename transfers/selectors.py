@@ -17,13 +17,14 @@ from accounts import selectors as accounts_selectors
 from accounts.errors import UnknownAccount
 from accounts.models import AccountBalance
 from accounts.permissions import VIEW_ANY_ACCOUNT
-from eventstore.models import Checkpoint, Event
+from eventstore.models import Checkpoint, Event, SkippedEvent
 from eventstore.store import read_stream
 
 from .domain import Transfer
 from .errors import UnknownTransfer
 from .events import Credited, Refunded, TransferRequested
 from .models import Totals, TransferSummary
+from .process import process
 from .projections import totals as totals_subscription
 
 
@@ -155,6 +156,42 @@ def record_from_events(transfer_id: uuid.UUID) -> TransferRecord | None:
         created_at=times[TransferRequested],
         completed_at=times.get(Credited),
         refunded_at=times.get(Refunded),
+    )
+
+
+# Stranded transfers: the process manager runs a transfer's next step when it
+# handles the transfer's latest event (``TransferRequested``: the debit;
+# ``Debited``: the credit, or the refund). An operator who skips that event
+# leaves the transfer ``pending`` (no money moved) or ``debited`` (its amount
+# in transit) for good: nothing else drives it on.
+
+
+def skipped_step(transfer: Transfer) -> SkippedEvent | None:
+    """Return the skip that stranded an unfinished transfer; None if none did."""
+    if transfer.is_finished:
+        return None
+    [latest] = read_stream(transfer.stream_id, after_version=transfer.version - 1)
+    return (
+        SkippedEvent.objects.filter(subscription=process.name, event_id=latest.event_id)
+        .select_related("skipped_by")
+        .first()
+    )
+
+
+def stranded_transfers() -> QuerySet[TransferSummary]:
+    """Return the unfinished transfers whose next step the process manager skipped.
+
+    ``services.transfer_resume`` (or ``transfer_refund``) finishes them.
+    """
+    skipped = SkippedEvent.objects.filter(
+        subscription=process.name, event_id__isnull=False
+    ).values("event_id")
+    streams = Event.objects.filter(event_id__in=skipped).values_list(
+        "stream_id", flat=True
+    )
+    return TransferSummary.objects.filter(
+        id__in=[Transfer.id_from_stream(stream_id) for stream_id in streams],
+        status__in=(TransferSummary.Status.PENDING, TransferSummary.Status.DEBITED),
     )
 
 

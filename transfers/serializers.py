@@ -16,7 +16,8 @@ class TransferOutputSerializer(serializers.Serializer):
     failure_reason = serializers.CharField(
         help_text="Why a failed transfer failed: insufficient_funds, "
         "source_frozen, source_closed, target_frozen, target_closed, "
-        "target_balance_limit; empty otherwise."
+        "target_balance_limit, refunded_by_operations (staff gave a stranded "
+        "transfer's amount back to its source); empty otherwise."
     )
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)

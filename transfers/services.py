@@ -10,8 +10,10 @@ money at most once per (transfer, step) whatever happens.
 
 import uuid
 
+from django.db import transaction
+
 from accounts import services as accounts
-from accounts.domain import TransferStep
+from accounts.domain import Account, TransferStep
 from accounts.errors import (
     AccountClosed,
     AccountFrozen,
@@ -21,10 +23,12 @@ from accounts.errors import (
     UnknownAccount,
 )
 from eventstore.aggregates import Repository, run_command
+from eventstore.context import metadata_context
 from eventstore.errors import AggregateNotFound
+from eventstore.store import lock_partitions
 
 from .domain import FailureReason, Status, Transfer
-from .errors import TransferAccountUnknown, UnknownTransfer
+from .errors import TransferAccountUnknown, TransferNotStranded, UnknownTransfer
 
 _transfers: Repository[Transfer] = Repository(Transfer)
 
@@ -152,19 +156,100 @@ def transfer_credit(*, transfer_id: uuid.UUID) -> Transfer:
                 transfer=TransferStep(transfer.id, "credit"),
             )
         except tuple(_CREDIT_REFUSALS) as refusal:
-            # A refund is never refused: the money goes back to the source,
-            # even one frozen or closed since.
-            accounts.deposit(
-                account_id=transfer.from_account,
-                amount=transfer.amount,
-                actor=None,
-                reference=transfer.reference,
-                transfer=TransferStep(transfer.id, "refund"),
-            )
-            transfer.record_refunded(_CREDIT_REFUSALS[type(refusal)])
+            _refund(transfer, _CREDIT_REFUSALS[type(refusal)])
         else:
             transfer.record_credited()
         _transfers.save(transfer)
         return transfer
 
     return run_command(once)
+
+
+def _refund(transfer: Transfer, reason: FailureReason) -> None:
+    # A refund is never refused: the money goes back to the source, even one
+    # frozen or closed since.
+    accounts.deposit(
+        account_id=transfer.from_account,
+        amount=transfer.amount,
+        actor=None,
+        reference=transfer.reference,
+        transfer=TransferStep(transfer.id, "refund"),
+    )
+    transfer.record_refunded(reason)
+
+
+# Finishing a stranded transfer (see ``selectors.skipped_step``). Both
+# commands run the same steps as the process manager, so a repeat, a second
+# operator or a worker racing them moves no money twice: the accounts find a
+# step's derived event id already stored, and the transfer's expected version
+# lets one outcome in. They also lock the partitions of the transfer and both
+# accounts first, in the process manager's order, so the check that the
+# transfer is stranded and the steps see one state.
+
+
+def transfer_resume(*, transfer_id: uuid.UUID, actor) -> Transfer:
+    """Run the steps left of a stranded transfer, as the process manager would.
+
+    A ``pending`` one is debited (or fails, if the source refuses) and then
+    credited (or refunded, if the target refuses); a ``debited`` one is
+    credited or refunded. Refuse a transfer that is not stranded.
+    """
+    with transaction.atomic(), metadata_context(**_metadata(actor)):
+        transfer = _lock_stranded(transfer_id)
+        if transfer.status == Status.PENDING:
+            transfer = transfer_debit(transfer_id=transfer.id)
+        if transfer.status == Status.DEBITED:
+            transfer = transfer_credit(transfer_id=transfer.id)
+    return transfer
+
+
+def transfer_refund(*, transfer_id: uuid.UUID, actor) -> Transfer:
+    """Give a stranded ``debited`` transfer's amount back to its source.
+
+    The transfer ends ``failed`` (``refunded_by_operations``). Refuse one that
+    is not stranded, or is ``pending`` (no money left its source).
+    """
+    with transaction.atomic(), metadata_context(**_metadata(actor)):
+        transfer = _lock_stranded(transfer_id)
+        if transfer.status != Status.DEBITED:
+            raise TransferNotStranded(
+                f"Transfer {transfer.id} is {transfer.status}: no money has left "
+                "its source, so there is nothing to refund. Resume it instead."
+            )
+
+        def once() -> Transfer:
+            transfer = _transfers.load(transfer_id)
+            if transfer.status != Status.DEBITED:
+                return transfer  # finished meanwhile (the locks prevent it)
+            _refund(transfer, FailureReason.REFUNDED_BY_OPERATIONS)
+            _transfers.save(transfer)
+            return transfer
+
+        return run_command(once)
+
+
+def _lock_stranded(transfer_id: uuid.UUID) -> Transfer:
+    """Lock a transfer's partitions and return it; refuse it if not stranded."""
+    from .selectors import skipped_step  # the selectors import the process
+
+    transfer = get_transfer(transfer_id)
+    lock_partitions(
+        [
+            transfer.stream_id,
+            Account.stream_id_for(transfer.from_account),
+            Account.stream_id_for(transfer.to_account),
+        ]
+    )
+    transfer = get_transfer(transfer_id)  # as it is now, under the locks
+    if transfer.is_finished:
+        raise TransferNotStranded(
+            f"Transfer {transfer.id} is {transfer.status}: there is nothing left to do."
+        )
+    if skipped_step(transfer) is None:
+        raise TransferNotStranded(
+            f"Transfer {transfer.id} is {transfer.status} and not stranded: the "
+            "process manager has not skipped its next step and will run it. "
+            "If it is stuck, see the transfers.process subscription on the "
+            "operations page."
+        )
+    return transfer

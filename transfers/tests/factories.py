@@ -2,11 +2,20 @@
 
 import itertools
 
+import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from accounts import services as accounts
-from eventstore.subscriptions import all_subscriptions, catch_up, get_subscription
+from eventstore.models import Checkpoint, SkippedEvent
+from eventstore.subscriptions import (
+    all_subscriptions,
+    catch_up,
+    get_subscription,
+    skip_failed_event,
+)
+from transfers import services
+from transfers.process import process
 
 _names = itertools.count()
 
@@ -40,3 +49,26 @@ def run_process() -> None:
 def run_projections() -> None:
     """Bring every read model (the accounts' too) up to date in this process."""
     catch_up([s for s in all_subscriptions() if s.name != "transfers.process"])
+
+
+def strand(step: str) -> SkippedEvent:
+    """Make the process manager fail at ``step``, then skip it as an operator does.
+
+    ``debit`` fails on ``TransferRequested``, ``credit`` on ``Debited``.
+    """
+
+    def broken(**kwargs):
+        raise RuntimeError(f"the {step} step is broken")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, f"transfer_{step}", broken)
+        run_process()
+    stopped = Checkpoint.objects.get(
+        subscription=process.name, failed_sequence__isnull=False
+    )
+    return skip_failed_event(
+        process.name,
+        stopped.partition,
+        sequence=stopped.failed_sequence,
+        reason=f"the {step} step keeps failing",
+    )

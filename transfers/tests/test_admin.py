@@ -6,18 +6,27 @@ import uuid
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
+from django.db.models import F
 from django.urls import reverse
 
 from accounts.models import AccountBalance
 from eventstore import verification
+from eventstore.errors import EventDecodeError
 from eventstore.models import CheckRun, Event
 from eventstore.subscriptions import catch_up, get_subscription
-from transfers import trial_balance
-from transfers.models import TransferSummary
-from transfers.tests.factories import make_user, open_account, run_process
+from transfers import services, trial_balance
+from transfers.models import Totals, TransferSummary
+from transfers.tests.factories import (
+    make_user,
+    open_account,
+    run_process,
+    run_projections,
+    strand,
+)
 
 CHANGELIST = reverse("admin:transfers_transfersummary_changelist")
 ADD = reverse("admin:transfers_transfersummary_add")
+CHANGE = "admin:transfers_transfersummary_change"
 
 
 @pytest.fixture
@@ -122,14 +131,37 @@ class TestNewTransfer:
         assert b'http-equiv="refresh"' in response.content
         assert b"pending" in response.content
 
+    def test_accounts_opened_a_moment_ago_are_found_by_number(self, client, teller):
+        alice = User.objects.create_user("alice", password="pw")
+        source = open_account(alice, balance=10_000)
+        target = open_account(alice)  # neither is projected yet
+        assert not AccountBalance.objects.exists()
+        client.force_login(teller)
+
+        response = start(client, source, target)
+        finish()
+
+        assert messages_of(response)[0].startswith("Requested a transfer of 12.50 EUR")
+        assert TransferSummary.objects.get().status == "completed"
+
     def test_an_unknown_number_is_a_form_error(self, client, teller, accounts):
         client.force_login(teller)
 
         response = client.post(
             ADD, {"from_account": accounts[0].number, "to_account": "1", "amount": "1"}
         )
+        # Well-formed, but nobody opened it.
+        unopened = client.post(
+            ADD,
+            {
+                "from_account": accounts[0].number,
+                "to_account": "000000000098",
+                "amount": "1",
+            },
+        )
 
         assert "No account has this number." in response.content.decode()
+        assert "No account has this number." in unopened.content.decode()
         assert not TransferSummary.objects.exists()
 
     def test_an_amount_above_the_largest_is_a_form_error(
@@ -227,6 +259,161 @@ class TestList:
         assert response["Location"] == f"{CHANGELIST}?e=1"
 
 
+@pytest.fixture
+def operator(db):
+    return make_user("operations", username="otto", is_staff=True)
+
+
+def stranded_transfer(client, teller, source, target) -> TransferSummary:
+    """Start a transfer whose credit step an operator skipped; return its row."""
+    client.force_login(teller)
+    start(client, source, target)
+    strand("credit")
+    run_projections()
+    client.logout()
+    return TransferSummary.objects.get()
+
+
+def action_url(action: str, transfer_id) -> str:
+    return reverse(f"admin:transfers_transfersummary_{action}", args=[transfer_id])
+
+
+@pytest.mark.django_db
+class TestStranded:
+    def test_an_operator_finds_a_stranded_transfer_and_resumes_it(
+        self, client, teller, operator, accounts
+    ):
+        source, target, _ = accounts
+        transfer = stranded_transfer(client, teller, source, target)
+        client.force_login(operator)
+
+        listed = client.get(CHANGELIST, {"stuck": "stranded"})
+        operations = client.get(reverse("admin:operations"))
+        page = client.get(reverse(CHANGE, args=[transfer.id]))
+        form = client.get(action_url("resume", transfer.id))
+        done = client.post(
+            action_url("resume", transfer.id), {"reason": "credit fixed"}, follow=True
+        )
+        run_projections()
+
+        assert [row.id for row in listed.context["cl"].result_list] == [transfer.id]
+        assert 'id="stranded-transfers">1 stranded<' in operations.content.decode()
+        assert "skipped" in page.context["stranded"]["summary"]
+        assert 'id="stranded-resume"' in page.content.decode()
+        assert 'id="stranded-refund"' in page.content.decode()
+        assert "is debited, and nothing will drive it on" in form.content.decode()
+        assert messages_of(done) == [
+            "Resumed the stranded transfer: it is completed now. Reason: credit fixed"
+        ]
+        assert TransferSummary.objects.get().status == "completed"
+        assert AccountBalance.objects.get(id=target.id).balance == 1250
+        assert LogEntry.objects.get(user=operator).object_id == str(transfer.id)
+        credited = Event.objects.get(event_type="transfers.Credited")
+        assert (credited.metadata["actor_id"], credited.metadata["reason"]) == (
+            operator.pk,
+            "credit fixed",
+        )
+
+    def test_an_operator_refunds_a_stranded_transfer(
+        self, client, teller, operator, accounts
+    ):
+        source, target, _ = accounts
+        transfer = stranded_transfer(client, teller, source, target)
+        client.force_login(operator)
+
+        done = client.post(
+            action_url("refund", transfer.id), {"reason": "target gone"}, follow=True
+        )
+        run_projections()
+
+        assert messages_of(done)[0].startswith(
+            "Refunded the stranded transfer: it is failed (refunded_by_operations)"
+        )
+        assert AccountBalance.objects.get(id=source.id).balance == 10_000
+
+    def test_a_transfer_not_stranded_is_refused_with_a_message(
+        self, client, teller, operator, accounts
+    ):
+        source, target, _ = accounts
+        client.force_login(teller)
+        start(client, source, target)  # pending: the process manager will run it
+        run_projections()
+        transfer = TransferSummary.objects.get()
+        client.force_login(operator)
+
+        page = client.get(reverse(CHANGE, args=[transfer.id]))
+        response = client.post(
+            action_url("resume", transfer.id), {"reason": "why not"}, follow=True
+        )
+
+        assert page.context["stranded"] is None
+        assert messages_of(response) == [
+            f"Transfer {transfer.id} is not stranded: there is nothing to resume."
+        ]
+        assert Event.objects.filter(stream_id=f"transfer-{transfer.id}").count() == 1
+
+    def test_a_step_that_still_fails_is_an_error_message_not_a_500(
+        self, client, teller, operator, accounts, monkeypatch
+    ):
+        source, target, _ = accounts
+        transfer = stranded_transfer(client, teller, source, target)
+        client.force_login(operator)
+
+        def unreadable(**kwargs):
+            raise EventDecodeError("the target's stream cannot be read")
+
+        monkeypatch.setattr(services, "transfer_credit", unreadable)
+        response = client.post(
+            action_url("resume", transfer.id), {"reason": "try"}, follow=True
+        )
+
+        assert response.status_code == 200
+        assert messages_of(response) == [
+            "Not done, nothing was changed: the target's stream cannot be read. "
+            "Try again."
+        ]
+        assert not LogEntry.objects.filter(user=operator).exists()
+        assert TransferSummary.objects.get().status == "debited"
+
+    def test_a_resume_without_a_reason_is_a_form_error(
+        self, client, teller, operator, accounts
+    ):
+        source, target, _ = accounts
+        transfer = stranded_transfer(client, teller, source, target)
+        client.force_login(operator)
+
+        response = client.post(action_url("resume", transfer.id), {"reason": "  "})
+
+        assert response.status_code == 200
+        assert "This field is required." in response.content.decode()
+        assert TransferSummary.objects.get().status == "debited"
+
+    def test_only_operations_staff_may_finish_a_stranded_transfer(
+        self, client, teller, auditor, accounts
+    ):
+        source, target, _ = accounts
+        transfer = stranded_transfer(client, teller, source, target)
+
+        for user in (teller, auditor):
+            client.force_login(user)
+            page = client.get(reverse(CHANGE, args=[transfer.id]))
+            assert page.context["stranded"]["actions"] == []
+            assert client.get(action_url("resume", transfer.id)).status_code == 403
+            assert (
+                client.post(
+                    action_url("refund", transfer.id), {"reason": "x"}
+                ).status_code
+                == 403
+            )
+        assert TransferSummary.objects.get().status == "debited"
+
+    def test_an_unknown_or_malformed_transfer_is_404(self, client, operator):
+        client.force_login(operator)
+
+        assert client.get(action_url("resume", uuid.uuid4())).status_code == 404
+        assert client.get(action_url("refund", "nope")).status_code == 404
+
+
 @pytest.mark.django_db
 class TestTrialBalance:
     def test_the_check_finds_the_books_balanced_after_transfers(
@@ -260,6 +447,31 @@ class TestTrialBalance:
         assert run.outcome == CheckRun.Outcome.DRIFT
         assert run.summary.startswith("NOT balanced: EUR balances 1")
         assert mailoutbox[0].to == ["ops@example.com"]
+
+    def test_a_wrong_totals_read_model_is_a_difference_and_shown(
+        self, client, teller, accounts, mailoutbox
+    ):
+        # Wrong, yet balanced on its own: only the events can tell.
+        make_user("operations", username="otto", is_staff=True, email="ops@example.com")
+        Totals.objects.filter(currency="EUR").update(
+            balances=F("balances") + 500, deposited=F("deposited") + 500
+        )
+        client.force_login(teller)
+
+        run = verification.run_check(trial_balance.NAME)
+        page = client.get(reverse("admin:operations")).content.decode()
+
+        assert run.outcome == CheckRun.Outcome.DRIFT
+        assert run.differences == 1
+        assert run.summary == (
+            "the totals read model disagrees:"
+            " EUR balances 10500 in it != 10000 kept independently;"
+            " EUR deposited 10500 in it != 10000 kept independently"
+        )
+        assert run.details["currencies"]["EUR"]["difference"] == 0
+        assert mailoutbox[0].to == ["ops@example.com"]
+        assert 'id="trial-balance-drift"' in page
+        assert "105.00 EUR" in page
 
     def test_the_operations_page_shows_the_trial_balance_and_outcomes(
         self, client, teller, accounts
