@@ -28,7 +28,7 @@ from . import events as event_registry
 from . import nudges
 from .context import metadata_context
 from .errors import ConcurrencyError, UnreadableEvent, is_transient
-from .models import Checkpoint, SkippedEvent
+from .models import Checkpoint, Event, SkippedEvent
 from .store import (
     RecordedEvent,
     head_sequence,
@@ -387,7 +387,12 @@ def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) 
         checkpoint.attempts = checkpoint.attempts + 1 if same_event else 1
         checkpoint.failed_sequence = failure.sequence
         checkpoint.failed_event_id = (
-            failure.recorded.event_id if failure.recorded else None
+            failure.recorded.event_id
+            if failure.recorded
+            # An event that could not be decoded: its id from its row.
+            else Event.objects.filter(partition=partition, sequence=failure.sequence)
+            .values_list("event_id", flat=True)
+            .first()
         )
         checkpoint.error = failure.error
         checkpoint.failed_at = now

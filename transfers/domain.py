@@ -122,11 +122,6 @@ class Transfer(Aggregate):
             Failed(reason=reason), event_id=outcome_event_id(self.id, "failed")
         )
 
-    def _record_failed(self, reason: FailureReason) -> None:
-        self._record(
-            Failed(reason=str(reason)), event_id=outcome_event_id(self.id, "failed")
-        )
-
     @classmethod
     def id_from_stream(cls, stream_id: str) -> uuid.UUID:
         return uuid.UUID(stream_id.removeprefix(f"{cls.stream_prefix}-"))

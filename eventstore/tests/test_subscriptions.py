@@ -141,7 +141,7 @@ class TestHandling:
     ):
         (stream,) = streams_in_partition(7, 1)
         (good,) = append(stream, [Counted(amount=1)], 0)
-        Event.objects.create(
+        bad = Event.objects.create(
             stream_id=stream,
             version=2,
             partition=7,
@@ -158,6 +158,8 @@ class TestHandling:
         stopped = checkpoint(7)
         assert stopped.failed_sequence == good.sequence + 1
         assert reason in stopped.error and f"{stream} v2" in stopped.error
+        # Named by its id too, so a skip of it can be traced to its stream.
+        assert stopped.failed_event_id == bad.event_id
 
 
 @pytest.mark.django_db(transaction=True)
