@@ -97,6 +97,7 @@ class SubscriptionRow:
     rebuildable: bool
     verification: CheckRun | None
     repair: CheckRun | None
+    skip_advice: str
 
     @property
     def lag(self) -> int:
@@ -125,6 +126,7 @@ def index(request):
             rebuildable=name in rebuildable,
             verification=latest.get((name, CheckRun.Kind.VERIFY)),
             repair=latest.get((name, CheckRun.Kind.REPAIR)),
+            skip_advice=subscriptions.get_subscription(name).skip_advice,
         )
         for name, parts in groupby(statuses, key=lambda s: s.subscription)
     ]
@@ -224,10 +226,11 @@ def skip(request):
         message=f"Skipped: {data['reason']}",
         flag=ADDITION,
     )
+    advice = subscriptions.get_subscription(skipped.subscription).skip_advice
     messages.success(
         request,
         f"{skipped.subscription}[{skipped.partition}] skipped sequence "
-        f"{skipped.sequence}.",
+        f"{skipped.sequence}. {advice}".strip(),
     )
     return _back(request)
 

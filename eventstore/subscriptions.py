@@ -69,6 +69,9 @@ class Subscription:
     # the event types in ``batch_types``, for read models written in bulk.
     batch_handler: BatchHandler | None = None
     batch_types: tuple[str, ...] = ()
+    # What an operator should know before skipping one of its events: shown
+    # beside the skip form and after a skip (``skip_failed_event``'s callers).
+    skip_advice: str = ""
 
     def handles(self, *event_classes: type) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of these event classes."""

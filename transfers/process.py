@@ -51,6 +51,11 @@ process = subscription(
     batch_size=10,
     prepare_batch=lock_batch_partitions,
     priority=1,
+    skip_advice=(
+        "Skipping a transfer's step strands the transfer, its money perhaps in"
+        " transit: then resume or refund it from its page, or with"
+        " manage.py stranded_transfers."
+    ),
 )
 
 

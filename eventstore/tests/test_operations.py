@@ -94,6 +94,7 @@ class TestWhoSeesIt:
         content = client.get(OPERATIONS).content.decode()
 
         assert "Retry now" in content and "Skip event" in content
+        assert tallies.skip_advice in content
 
 
 @pytest.mark.django_db
@@ -198,6 +199,7 @@ class TestActions:
         )
         assert not Checkpoint.objects.get(pk=stopped.pk).is_stopped
         assert "skipped sequence" in page_messages(response)[0]
+        assert tallies.skip_advice in page_messages(response)[0]
         assert LogEntry.objects.get(user=operator).change_message == (
             "Skipped: bad test data"
         )

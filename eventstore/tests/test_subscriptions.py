@@ -113,6 +113,7 @@ class TestHandling:
         call_command(*skip, str(failed.sequence), reason="bad data", stdout=out)
 
         assert f"skipped sequence {failed.sequence}" in out.getvalue()
+        assert tallies.skip_advice in out.getvalue()
         assert SkippedEvent.objects.get().reason == "bad data"
 
     @pytest.mark.parametrize(

@@ -34,6 +34,9 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{skip[0]}[{skip[1]}] skipped sequence {skipped.sequence}"
                 )
+                advice = subscriptions.get_subscription(skip[0]).skip_advice
+                if advice:
+                    self.stdout.write(advice)
                 return
         except (LookupError, ValueError) as error:
             raise CommandError(str(error)) from error

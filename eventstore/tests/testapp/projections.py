@@ -17,7 +17,12 @@ def reset():
     Handled.objects.all().delete()
 
 
-tallies = subscription("testapp.tallies", batch_size=50, reset=reset)
+tallies = subscription(
+    "testapp.tallies",
+    batch_size=50,
+    reset=reset,
+    skip_advice="A skipped count is missing from the tallies until a rebuild.",
+)
 
 
 @tallies.handles(Counted)
