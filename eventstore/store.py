@@ -130,7 +130,7 @@ def partition_for(stream_id: str) -> int:
 _checked_partition_counts: set[tuple[str, int]] = set()
 
 
-def partition_count() -> int:
+def partition_count(db=None) -> int:
     """Return ``EVENTSTORE_PARTITIONS``, once checked against the store's count.
 
     A stream's events must all be in one partition. A process configured
@@ -139,10 +139,10 @@ def partition_count() -> int:
     could handle them before the old ones; so it raises
     ``PartitionCountMismatch`` instead. The first process records its count;
     the count can change only while no event is stored. A process checks
-    once per database.
+    once per database. ``db``: the default connection, if the caller has it.
     """
     count = settings.EVENTSTORE_PARTITIONS
-    key = (connections[DEFAULT_DB_ALIAS].settings_dict["NAME"], count)
+    key = ((db or connections[DEFAULT_DB_ALIAS]).settings_dict["NAME"], count)
     if key not in _checked_partition_counts:
         _check_partition_count(count)
         _checked_partition_counts.add(key)
@@ -203,11 +203,11 @@ def append(
         raise DuplicateEventError(
             f"an event id appears twice among the events appended to {stream_id!r}"
         )
-    partition_count()  # refuses a process configured unlike the store
-    partition = partition_for(stream_id)
     # The proxy ``connection`` looks the connection up on every attribute
     # access; an append is hot enough for that to show.
     db = connections[DEFAULT_DB_ALIAS]
+    partition_count(db)  # refuses a process configured unlike the store
+    partition = partition_for(stream_id)
     if db.vendor == "postgresql":
         outcome, stored, nudge = _append_postgresql(
             db,
