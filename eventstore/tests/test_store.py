@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from psycopg.types.json import Jsonb
 
@@ -264,6 +265,8 @@ class TestPartitionCount:
             lock_partitions([new_stream()])
         with pytest.raises(PartitionCountMismatch):
             subscriptions.partitions()
+        with pytest.raises(CommandError, match="EVENTSTORE_PARTITIONS is"):
+            call_command("subscriptions")
 
         assert str(raised.value).startswith(
             f"EVENTSTORE_PARTITIONS is {recorded + 1} in this process, but the"

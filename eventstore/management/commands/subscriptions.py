@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from eventstore import subscriptions
+from eventstore.errors import PartitionCountMismatch
 
 
 class Command(BaseCommand):
@@ -38,9 +39,9 @@ class Command(BaseCommand):
                 if advice:
                     self.stdout.write(advice)
                 return
-        except (LookupError, ValueError) as error:
+            self._show()
+        except (LookupError, ValueError, PartitionCountMismatch) as error:
             raise CommandError(str(error)) from error
-        self._show()
 
     def _show(self):
         rows = subscriptions.subscription_status()
