@@ -43,16 +43,15 @@ class UnreadableEvent(EventStoreError):
 
 
 class PartitionCountMismatch(EventStoreError):
-    """This process's ``EVENTSTORE_PARTITIONS`` is not the store's."""
+    """The stored events were partitioned by another ``EVENTSTORE_PARTITIONS``."""
 
-    def __init__(self, configured: int, recorded: int):
+    def __init__(self, configured: int, stream_id: str, stored: int, computed: int):
         self.configured = configured
-        self.recorded = recorded
         super().__init__(
             f"EVENTSTORE_PARTITIONS is {configured} in this process, but the stored"
-            f" events are numbered in {recorded} partitions; set it to {recorded}"
-            " in every process (the count can change only while no event is"
-            " stored)"
+            f" events were partitioned by another count: {stream_id!r} is in"
+            f" partition {stored}, not {computed}. Every process must use the"
+            " count the events were written with."
         )
 
 

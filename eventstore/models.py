@@ -3,8 +3,7 @@
 ``Event`` is the source of truth and append-only. ``PartitionHead`` is a
 partition's lock row: an append holds it until commit while it numbers its
 events after the partition's last one, so readers see sequence order as
-commit order. ``Partitioning`` records the partition count the events were
-numbered with. ``NudgeClaim`` says that a nudge for a partition is waiting
+commit order. ``NudgeClaim`` says that a nudge for a partition is waiting
 for a worker. ``Snapshot`` rows are disposable caches of aggregate state.
 ``Checkpoint`` is a subscription's position in one partition, and the row
 whose lock is the lease on it.
@@ -56,29 +55,6 @@ class PartitionHead(models.Model):
 
     def __str__(self):
         return f"partition {self.partition}"
-
-
-class Partitioning(models.Model):
-    """The partition count the stored events were numbered with: one row.
-
-    The first process to use the store records its ``EVENTSTORE_PARTITIONS``;
-    a process configured with another count refuses to append or run
-    subscriptions (``store.partition_count``), since it would put a stream's
-    new events in another partition than its old ones.
-    """
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    partitions = models.PositiveSmallIntegerField()
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(id=1), name="eventstore_partitioning_one_row"
-            )
-        ]
-
-    def __str__(self):
-        return f"{self.partitions} partitions"
 
 
 class NudgeClaim(models.Model):

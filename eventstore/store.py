@@ -43,7 +43,7 @@ from .errors import (
     PartitionCountMismatch,
     UnreadableEvent,
 )
-from .models import Event, NudgeClaim, PartitionHead, Partitioning, Snapshot
+from .models import Event, NudgeClaim, PartitionHead, Snapshot
 
 READ_BATCH_SIZE = 500
 # Loading an aggregate reads few columns per event, so it fetches more at once.
@@ -117,29 +117,34 @@ def _reading_cursor():
         yield cursor
 
 
-def partition_for(stream_id: str) -> int:
+def partition_for(stream_id: str, count: int | None = None) -> int:
     """Return the partition of a stream: the same in every process, forever.
 
-    Only if every process has the same ``EVENTSTORE_PARTITIONS``: writers
-    and runners call ``partition_count`` first, which checks that.
+    Only if every process has the same ``EVENTSTORE_PARTITIONS`` (or
+    ``count``): writers and runners call ``partition_count`` first, which
+    checks that.
     """
-    return zlib.crc32(stream_id.encode()) % settings.EVENTSTORE_PARTITIONS
+    return zlib.crc32(stream_id.encode()) % (count or settings.EVENTSTORE_PARTITIONS)
 
 
 # (database name, count) pairs this process has checked against the store.
 _checked_partition_counts: set[tuple[str, int]] = set()
+# How many of the latest events the check looks at: with another count, a
+# stream lands in another partition at least half the time, so the streams
+# among them leave no doubt unless they are very few.
+PARTITION_CHECK_SAMPLE = 1000
 
 
 def partition_count(db=None) -> int:
-    """Return ``EVENTSTORE_PARTITIONS``, once checked against the store's count.
+    """Return ``EVENTSTORE_PARTITIONS``, once checked against the stored events.
 
     A stream's events must all be in one partition. A process configured
     with another count than the one the stored events were numbered with
     would put a stream's new events in another partition, where a runner
     could handle them before the old ones; so it raises
-    ``PartitionCountMismatch`` instead. The first process records its count;
-    the count can change only while no event is stored. A process checks
-    once per database. ``db``: the default connection, if the caller has it.
+    ``PartitionCountMismatch`` if the latest stored events are not where its
+    count puts them. A process checks once per database. ``db``: the default
+    connection, if the caller has it.
     """
     count = settings.EVENTSTORE_PARTITIONS
     key = ((db or connections[DEFAULT_DB_ALIAS]).settings_dict["NAME"], count)
@@ -150,15 +155,15 @@ def partition_count(db=None) -> int:
 
 
 def _check_partition_count(count: int) -> None:
-    with transaction.atomic():
-        recorded, _ = Partitioning.objects.select_for_update().get_or_create(
-            id=1, defaults={"partitions": count}
-        )
-        if recorded.partitions != count:
-            if Event.objects.exists():
-                raise PartitionCountMismatch(count, recorded.partitions)
-            recorded.partitions = count
-            recorded.save(update_fields=["partitions"])
+    latest = set(
+        Event.objects.order_by("-id").values_list("stream_id", "partition")[
+            :PARTITION_CHECK_SAMPLE
+        ]
+    )
+    for stream_id, partition in sorted(latest):
+        computed = partition_for(stream_id, count)
+        if computed != partition:
+            raise PartitionCountMismatch(count, stream_id, partition, computed)
     # Every partition's rows exist from the start, so appends and
     # lock_partitions rarely have to create them in the middle of a
     # transaction that holds other partitions' locks.

@@ -62,11 +62,14 @@ def test_health_is_unavailable_when_the_partition_count_is_not_the_stores(
     client, settings, monkeypatch
 ):
     from eventstore import store
+    from eventstore.tests.streams import count_placing_apart
 
+    stream = f"tally-{uuid.uuid4()}"
+    append(stream, [Counted(amount=1)], 0)
     monkeypatch.setattr(store, "_checked_partition_counts", set())
-    append(f"tally-{uuid.uuid4()}", [Counted(amount=1)], 0)  # records the count
-    monkeypatch.setattr(store, "_checked_partition_counts", set())
-    settings.EVENTSTORE_PARTITIONS += 1
+    settings.EVENTSTORE_PARTITIONS = count_placing_apart(
+        stream, settings.EVENTSTORE_PARTITIONS
+    )
 
     response = client.get("/healthz")
 

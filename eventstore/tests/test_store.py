@@ -24,7 +24,7 @@ from eventstore.errors import (
     PartitionCountMismatch,
     UnknownEventType,
 )
-from eventstore.models import Event, NudgeClaim, PartitionHead, Partitioning
+from eventstore.models import Event, NudgeClaim, PartitionHead
 from eventstore.store import (
     NewEvent,
     append,
@@ -36,7 +36,7 @@ from eventstore.store import (
     read_stream,
     stream_version,
 )
-from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.streams import stream_placed_apart, streams_in_partition
 from eventstore.tests.testapp.events import Counted
 
 
@@ -254,10 +254,12 @@ def unchecked_partition_count(monkeypatch):
 @pytest.mark.usefixtures("unchecked_partition_count")
 class TestPartitionCount:
     def test_a_process_with_another_count_refuses_to_append_or_run(self, settings):
-        append(new_stream(), [Counted(amount=1)], 0)
+        written = settings.EVENTSTORE_PARTITIONS
+        other = written + 1
+        stream = stream_placed_apart(written, other)
+        append(stream, [Counted(amount=1)], 0)
         stored = Event.objects.count()
-        recorded = settings.EVENTSTORE_PARTITIONS
-        settings.EVENTSTORE_PARTITIONS = recorded + 1
+        settings.EVENTSTORE_PARTITIONS = other
 
         with pytest.raises(PartitionCountMismatch) as raised:
             append(new_stream(), [Counted(amount=2)], 0)
@@ -268,25 +270,25 @@ class TestPartitionCount:
         with pytest.raises(CommandError, match="EVENTSTORE_PARTITIONS is"):
             call_command("subscriptions")
 
-        assert str(raised.value).startswith(
-            f"EVENTSTORE_PARTITIONS is {recorded + 1} in this process, but the"
-            f" stored events are numbered in {recorded} partitions"
+        assert str(raised.value) == (
+            f"EVENTSTORE_PARTITIONS is {other} in this process, but the stored"
+            f" events were partitioned by another count: {stream!r} is in"
+            f" partition {partition_for(stream, written)}, not"
+            f" {partition_for(stream, other)}. Every process must use the count"
+            " the events were written with."
         )
         assert Event.objects.count() == stored
-        assert Partitioning.objects.get().partitions == recorded
 
-    def test_an_empty_store_takes_a_new_count_and_every_partitions_rows(self, settings):
+    def test_an_empty_store_takes_any_count_and_every_partitions_rows(self, settings):
         with connection.cursor() as cursor:
             cursor.execute(
                 "TRUNCATE eventstore_event, eventstore_partitionhead,"
-                " eventstore_nudgeclaim, eventstore_partitioning"
+                " eventstore_nudgeclaim"
             )
-        Partitioning.objects.create(partitions=3)
         settings.EVENTSTORE_PARTITIONS = 5
 
         append(new_stream(), [Counted(amount=1)], 0)
 
-        assert Partitioning.objects.get().partitions == 5
         every = set(range(5))
         assert set(PartitionHead.objects.values_list("partition", flat=True)) == every
         assert set(NudgeClaim.objects.values_list("partition", flat=True)) == every
@@ -297,7 +299,8 @@ class TestPartitionCount:
 def test_a_worker_configured_with_another_count_refuses_to_append(settings):
     from conftest import database_url
 
-    append(new_stream(), [Counted(amount=1)], 0)
+    written = settings.EVENTSTORE_PARTITIONS
+    append(stream_placed_apart(written, written * 2), [Counted(amount=1)], 0)
     code = (
         "import django; django.setup();"
         "from eventstore.store import append;"
@@ -309,7 +312,7 @@ def test_a_worker_configured_with_another_count_refuses_to_append(settings):
         "DJANGO_SETTINGS_MODULE": "banksite.settings",
         "DATABASE_URL": database_url(connection.settings_dict["NAME"]),
         "SECRET_KEY": "test",
-        "EVENTSTORE_PARTITIONS": str(settings.EVENTSTORE_PARTITIONS * 2),
+        "EVENTSTORE_PARTITIONS": str(written * 2),
     }
     other = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env
