@@ -30,14 +30,22 @@ class TextCharsetRequest(WSGIRequest):
             self.encoding = charset
 
 
+_ASCII = bytes(range(128))
+
+
 def _is_text_encoding(name: str) -> bool:
+    """Whether ``name`` reads ASCII as ASCII and any byte, as Django reads them.
+
+    Django decodes parameters with ``errors="replace"``. ``zlib`` and
+    ``base64`` are not text encodings (LookupError); ``undefined``,
+    ``punycode`` and ``idna`` fail on such bytes or read ASCII otherwise
+    (UnicodeError, a ValueError).
+    """
     try:
-        # LookupError: unknown, or a bytes-to-bytes codec (an empty string
-        # would not be decoded at all, so not even looked up).
-        b"\0\0\0\0".decode(name, "ignore")
-    except LookupError:
+        text = (_ASCII + b"\xff").decode(name, "replace")
+    except (LookupError, ValueError):
         return False
-    return True
+    return text.startswith(_ASCII.decode("ascii"))
 
 
 class BankWSGIHandler(WSGIHandler):

@@ -18,7 +18,8 @@ from banksite.wsgi import application
 # does in production: that would end a test's own transaction.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-NOT_TEXT = ["zlib", "base64"]
+# Codecs that are no text encoding, or fail on ASCII or read it otherwise.
+UNUSABLE = ["zlib", "base64", "undefined", "idna", "punycode", "utf-7x"]
 
 
 def serve(method: str, path: str, content_type: str, body: bytes = b""):
@@ -39,12 +40,12 @@ def serve(method: str, path: str, content_type: str, body: bytes = b""):
     return int(statuses[0].split()[0]), content
 
 
-@pytest.mark.parametrize("charset", NOT_TEXT)
+@pytest.mark.parametrize("charset", UNUSABLE)
 @pytest.mark.parametrize(
     ("path", "status"),
     [
         ("/api/accounts/?page=1", 401),
-        ("/admin/login/?next=/admin/", 200),
+        ("/admin/login/?next=/admin/&name=%E9", 200),
         ("/healthz?probe=1", 200),
     ],
 )
@@ -54,7 +55,7 @@ def test_a_query_string_is_read_as_utf_8(charset, path, status):
     assert answered == status
 
 
-@pytest.mark.parametrize("charset", NOT_TEXT)
+@pytest.mark.parametrize("charset", UNUSABLE)
 def test_an_api_body_in_another_charset_still_answers_415(charset):
     answered, body = serve(
         "POST",
