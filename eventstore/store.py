@@ -129,10 +129,13 @@ def partition_for(stream_id: str, count: int | None = None) -> int:
 
 # (database name, count) pairs this process has checked against the store.
 _checked_partition_counts: set[tuple[str, int]] = set()
-# How many of the latest events the check looks at: with another count, a
-# stream lands in another partition at least half the time, so the streams
-# among them leave no doubt unless they are very few.
+# How many of the latest events the check looks at, and how many streams
+# among them settle it for the process: with another count, a stream lands
+# in another partition at least half the time, so 32 streams that all agree
+# leave no doubt. Until a store has them (a new store), the check runs again
+# on each use.
 PARTITION_CHECK_SAMPLE = 1000
+PARTITION_CHECK_STREAMS = 32
 
 
 def partition_count(db=None) -> int:
@@ -143,18 +146,19 @@ def partition_count(db=None) -> int:
     would put a stream's new events in another partition, where a runner
     could handle them before the old ones; so it raises
     ``PartitionCountMismatch`` if the latest stored events are not where its
-    count puts them. A process checks once per database. ``db``: the default
-    connection, if the caller has it.
+    count puts them. A process checks once per database, once the events
+    checked are enough to tell. ``db``: the default connection, if the
+    caller has it.
     """
     count = settings.EVENTSTORE_PARTITIONS
     key = ((db or connections[DEFAULT_DB_ALIAS]).settings_dict["NAME"], count)
-    if key not in _checked_partition_counts:
-        _check_partition_count(count)
+    if key not in _checked_partition_counts and _check_partition_count(count):
         _checked_partition_counts.add(key)
     return count
 
 
-def _check_partition_count(count: int) -> None:
+def _check_partition_count(count: int) -> bool:
+    """Raise if the latest events disagree with ``count``; return if that is settled."""
     latest = set(
         Event.objects.order_by("-id").values_list("stream_id", "partition")[
             :PARTITION_CHECK_SAMPLE
@@ -164,10 +168,13 @@ def _check_partition_count(count: int) -> None:
         computed = partition_for(stream_id, count)
         if computed != partition:
             raise PartitionCountMismatch(count, stream_id, partition, computed)
-    # Every partition's rows exist from the start, so appends and
+    if len({stream_id for stream_id, _ in latest}) < PARTITION_CHECK_STREAMS:
+        return False
+    # Every partition's rows exist from here on, so appends and
     # lock_partitions rarely have to create them in the middle of a
     # transaction that holds other partitions' locks.
     create_partitions(range(count))
+    return True
 
 
 def append(

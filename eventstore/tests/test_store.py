@@ -31,6 +31,7 @@ from eventstore.store import (
     event_exists,
     head_sequence,
     lock_partitions,
+    partition_count,
     partition_for,
     read_partition,
     read_stream,
@@ -279,19 +280,40 @@ class TestPartitionCount:
         )
         assert Event.objects.count() == stored
 
-    def test_an_empty_store_takes_any_count_and_every_partitions_rows(self, settings):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "TRUNCATE eventstore_event, eventstore_partitionhead,"
-                " eventstore_nudgeclaim"
-            )
+    def test_a_new_store_takes_any_count_and_then_every_partitions_rows(self, settings):
+        empty_the_store()
         settings.EVENTSTORE_PARTITIONS = 5
 
-        append(new_stream(), [Counted(amount=1)], 0)
+        for _ in range(store.PARTITION_CHECK_STREAMS):
+            append(new_stream(), [Counted(amount=1)], 0)
 
         every = set(range(5))
         assert set(PartitionHead.objects.values_list("partition", flat=True)) == every
         assert set(NudgeClaim.objects.values_list("partition", flat=True)) == every
+
+    def test_processes_that_started_on_a_new_store_are_checked_until_it_tells(
+        self, settings
+    ):
+        empty_the_store()
+        settings.EVENTSTORE_PARTITIONS = 8
+        partition_count()  # a web process starts
+        settings.EVENTSTORE_PARTITIONS = 16
+        partition_count()  # and a worker configured unlike it
+
+        stream = stream_placed_apart(8, 16)
+        settings.EVENTSTORE_PARTITIONS = 8
+        append(stream, [Counted(amount=1)], 0)
+        settings.EVENTSTORE_PARTITIONS = 16
+
+        with pytest.raises(PartitionCountMismatch):
+            append(stream, [Counted(amount=2)], 1)
+
+
+def empty_the_store():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE eventstore_event, eventstore_partitionhead, eventstore_nudgeclaim"
+        )
 
 
 @pytest.mark.django_db(transaction=True)
