@@ -215,9 +215,15 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
                 # They are handled again, and one of them may fail this time.
                 try:
                     batch = _handle_batch(sub, partition, failure.index)
-                    handled += batch[0] if batch else 0
                 except _HandlerFailed as earlier:
                     failure = earlier
+                else:
+                    if batch is None:
+                        # Another runner has the partition now and meets the
+                        # failure itself. Recorded here, it would stop the
+                        # partition at an event with unhandled ones before it.
+                        return handled
+                    handled += batch[0]
             _record_failure(sub, partition, failure)
             return handled
         except (OperationalError, ConcurrencyError) as error:
@@ -545,6 +551,26 @@ def skip_failed_event(
             raise ValueError(
                 f"{subscription_name}[{partition}] is stopped at sequence "
                 f"{checkpoint.failed_sequence} now, not {sequence}; look again"
+            )
+        # A skip moves the checkpoint to the failed event: every event of the
+        # subscription before it must be handled already, or it would be
+        # passed over with no record. (Sequences only: the failed event may
+        # be one that cannot be decoded.)
+        first_unhandled = (
+            Event.objects.filter(
+                partition=partition,
+                sequence__gt=checkpoint.sequence,
+                event_type__in=sub.event_types,
+            )
+            .order_by("sequence")
+            .values_list("sequence", flat=True)
+            .first()
+        )
+        if first_unhandled is not None and first_unhandled < sequence:
+            raise ValueError(
+                f"{subscription_name}[{partition}] has events before sequence "
+                f"{sequence} not handled yet (from {first_unhandled}); retry "
+                "the partition first"
             )
         skipped = SkippedEvent.objects.create(
             subscription=subscription_name,

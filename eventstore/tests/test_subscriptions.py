@@ -320,6 +320,58 @@ class TestFailures:
             first.sequence
         ]
 
+    def test_a_skip_with_unhandled_events_before_the_failed_one_is_refused(self):
+        (stream,) = streams_in_partition(3, 1)
+        first, failing = append(
+            stream, [Counted(amount=1), Counted(amount=2, fail=True)], 0
+        )
+        subscriptions.process_partition(3, [tallies])
+        # As a runner that lost the lease between its failed batch and the
+        # events before the failure would have left it: stopped at the
+        # failing event, the checkpoint still before the first.
+        Checkpoint.objects.filter(subscription=tallies.name, partition=3).update(
+            sequence=first.sequence - 1
+        )
+
+        with pytest.raises(ValueError, match="not handled yet"):
+            subscriptions.skip_failed_event(
+                tallies.name, 3, sequence=failing.sequence, reason="bad data"
+            )
+
+        assert not SkippedEvent.objects.exists()
+        assert checkpoint(3).sequence == first.sequence - 1
+
+    def test_a_runner_that_lost_the_partition_before_its_failure_records_none(
+        self, monkeypatch
+    ):
+        """A batch failed at its second event; the runner commits the first again.
+
+        If another runner took the lease in between, the first one leaves the
+        failure to it: recorded, it would stop the partition at the failing
+        event with the first one unhandled before it.
+        """
+        (stream,) = streams_in_partition(3, 1)
+        append(stream, [Counted(amount=1), Counted(amount=2, fail=True)], 0)
+        real_handle_batch = subscriptions._handle_batch
+        calls = []
+
+        def lease_taken_on_the_second_call(sub, partition, limit):
+            calls.append(limit)
+            if len(calls) == 2:
+                return None  # what _handle_batch answers when the lease is taken
+            return real_handle_batch(sub, partition, limit)
+
+        monkeypatch.setattr(
+            subscriptions, "_handle_batch", lease_taken_on_the_second_call
+        )
+
+        subscriptions.process_partition(3, [tallies])
+
+        assert calls[:2] == [tallies.batch_size, 1]
+        assert not Checkpoint.objects.filter(
+            subscription=tallies.name, partition=3, failed_sequence__isnull=False
+        ).exists()
+
     def test_a_failure_another_runner_has_since_handled_is_not_recorded(
         self, monkeypatch
     ):
