@@ -50,7 +50,6 @@ from eventstore import charts, operations, verification
 from eventstore.admin import LastYearSafeDateHierarchy, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
-from eventstore.errors import EventStoreError
 from eventstore.models import CheckRun, Event
 
 from . import selectors, services, trial_balance
@@ -407,8 +406,10 @@ class TransferAdmin(AnyAccountViewer, LastYearSafeDateHierarchy, admin.ModelAdmi
             except BankError as refusal:
                 messages.error(request, f"Not done: {refusal.detail}")
                 return HttpResponseRedirect(page)
-            except EventStoreError as error:
-                # A step that still fails (why it was skipped) rolled back.
+            except Exception as error:
+                # The step failed before, which is why it was skipped, and may
+                # fail again with any error: it rolled back. Logged with its
+                # traceback, and said, instead of a 500.
                 logger.exception("could not %s transfer %s", action, transfer_id)
                 messages.error(
                     request, f"Not done, nothing was changed: {error}. Try again."

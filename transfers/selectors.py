@@ -170,9 +170,12 @@ def skipped_step(transfer: Transfer) -> SkippedEvent | None:
     """Return the skip that stranded an unfinished transfer; None if none did."""
     if transfer.is_finished:
         return None
-    [latest] = read_stream(transfer.stream_id, after_version=transfer.version - 1)
+    # The event at the version loaded: the transfer may have moved on since.
+    latest = Event.objects.filter(
+        stream_id=transfer.stream_id, version=transfer.version
+    ).values("event_id")
     return (
-        SkippedEvent.objects.filter(subscription=process.name, event_id=latest.event_id)
+        SkippedEvent.objects.filter(subscription=process.name, event_id__in=latest)
         .select_related("skipped_by")
         .first()
     )

@@ -352,17 +352,25 @@ class TestStranded:
         ]
         assert Event.objects.filter(stream_id=f"transfer-{transfer.id}").count() == 1
 
+    @pytest.mark.parametrize(
+        "error",
+        [
+            EventDecodeError("the target's stream cannot be read"),
+            # Whatever made the step fail before, as in factories.strand.
+            RuntimeError("the target's stream cannot be read"),
+        ],
+    )
     def test_a_step_that_still_fails_is_an_error_message_not_a_500(
-        self, client, teller, operator, accounts, monkeypatch
+        self, client, teller, operator, accounts, monkeypatch, error
     ):
         source, target, _ = accounts
         transfer = stranded_transfer(client, teller, source, target)
         client.force_login(operator)
 
-        def unreadable(**kwargs):
-            raise EventDecodeError("the target's stream cannot be read")
+        def still_failing(**kwargs):
+            raise error
 
-        monkeypatch.setattr(services, "transfer_credit", unreadable)
+        monkeypatch.setattr(services, "transfer_credit", still_failing)
         response = client.post(
             action_url("resume", transfer.id), {"reason": "try"}, follow=True
         )

@@ -73,6 +73,18 @@ class TestStranding:
         assert selectors.totals_snapshot()["currencies"]["EUR"]["in_transit"] == 300
         assert [row.id for row in selectors.stranded_transfers()] == [transfer.id]
 
+    def test_a_transfer_that_moved_on_since_it_was_loaded_is_not_stranded(
+        self, alice, bob
+    ):
+        source = open_account(alice, balance=1000)
+        target = open_account(bob)
+        transfer = request(source, target)
+        loaded = services.get_transfer(transfer.id)  # pending, at version 1
+
+        run_process()  # the worker debits and credits meanwhile
+
+        assert selectors.skipped_step(loaded) is None
+
     def test_a_skipped_debit_leaves_the_transfer_pending_for_good(self, alice, bob):
         source = open_account(alice, balance=1000)
         target = open_account(bob)
@@ -272,11 +284,30 @@ class TestCommand:
             (["--resume", str(uuid.UUID(int=1)), "--reason", "x"], "No such transfer"),
             (["--resume", str(uuid.UUID(int=1))], "--reason is required"),
             (["--refund", str(uuid.UUID(int=1)), "--reason", " "], "--reason is"),
+            (["--resume", "", "--reason", "x"], "not a transfer id"),
+            (["--refund", str(uuid.UUID(int=1)), "--reason", "\udcff"], "UTF-8"),
         ],
     )
     def test_bad_input_is_a_clear_error(self, db, arguments, message):
         with pytest.raises(CommandError, match=message):
             call_command("stranded_transfers", *arguments)
+
+    def test_a_step_that_still_fails_is_a_clear_error(self, alice, bob, monkeypatch):
+        source = open_account(alice, balance=1000)
+        target = open_account(bob)
+        transfer = request(source, target)
+        strand("credit")
+        run_process()
+
+        def still_failing(**kwargs):
+            raise RuntimeError("the credit step is broken")
+
+        monkeypatch.setattr(services, "transfer_credit", still_failing)
+        with pytest.raises(CommandError, match="Not done, nothing was changed"):
+            call_command(
+                "stranded_transfers", "--resume", str(transfer.id), "--reason", "x"
+            )
+        assert services.get_transfer(transfer.id).status == Status.DEBITED
 
     def test_a_transfer_not_stranded_is_a_clear_error(self, alice, bob):
         source = open_account(alice, balance=1000)

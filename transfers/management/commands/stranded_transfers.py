@@ -9,6 +9,7 @@ transfer that is not stranded, and moves money at most once however often
 it runs.
 """
 
+import logging
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
@@ -16,8 +17,9 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.admin import format_money
 from accounts.errors import BankError
 from eventstore.context import metadata_context
-from eventstore.errors import EventStoreError
 from transfers import selectors, services
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -41,16 +43,25 @@ class Command(BaseCommand):
         if resume is None and refund is None:
             self._show()
             return
-        transfer_id = _transfer_id(resume or refund)
+        transfer_id = _transfer_id(resume if resume is not None else refund)
         if not reason.strip():
             raise CommandError("--reason is required to resume or refund a transfer.")
-        command = services.transfer_resume if resume else services.transfer_refund
+        try:
+            reason.encode()
+        except UnicodeEncodeError:
+            raise CommandError("--reason is not valid UTF-8 text.") from None
+        command = (
+            services.transfer_resume if resume is not None else services.transfer_refund
+        )
         try:
             with metadata_context(reason=reason.strip(), via="command"):
                 transfer = command(transfer_id=transfer_id, actor=None)
         except BankError as refusal:
             raise CommandError(refusal.detail) from refusal
-        except EventStoreError as error:
+        except Exception as error:
+            # The step failed before, which is why it was skipped, and may fail
+            # again with any error: it rolled back. Logged with its traceback.
+            logger.exception("could not finish transfer %s", transfer_id)
             raise CommandError(f"Not done, nothing was changed: {error}") from error
         outcome = f" ({transfer.failure_reason})" if transfer.failure_reason else ""
         self.stdout.write(f"Transfer {transfer.id} is {transfer.status}{outcome}.")
