@@ -73,8 +73,9 @@ STATUS_TEXT = {
     " is misconfigured (`misconfigured`).",
 }
 
-# Every endpoint may answer these.
-COMMON_ERRORS = (401, 405, 429, 503)
+# Every endpoint may answer these: 400 to a malformed query string too (a NUL
+# character, too many parameters), whatever its own parameters.
+COMMON_ERRORS = (400, 401, 405, 429, 503)
 # And every POST these.
 WRITE_ERRORS = (400, 409, 413, 415)
 

@@ -805,6 +805,24 @@ def test_the_openapi_schema_and_docs_are_served(customer):
     assert client_for(customer).get("/api/docs/").status_code == 200
 
 
+def test_every_operation_documents_the_400_a_malformed_query_gets(
+    customer, open_account
+):
+    account = open_account(customer)
+    response = client_for(customer).get(url(account.id, "events") + "?a%00=1")
+    paths = json.loads(client_for(customer).get("/api/schema/?format=json").content)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+    undocumented = [
+        f"{method.upper()} {path}"
+        for path, operations in paths["paths"].items()
+        for method, operation in operations.items()
+        if "400" not in operation["responses"]
+    ]
+    assert undocumented == []
+
+
 def test_the_database_being_unreachable_answers_503(teller, monkeypatch):
     from django.db import OperationalError
 
