@@ -132,8 +132,8 @@ _checked_partition_counts: set[tuple[str, int]] = set()
 # How many of the latest events the check looks at, and how many streams
 # among them settle it for the process: with another count, a stream lands
 # in another partition at least half the time, so 32 streams that all agree
-# leave no doubt. Until a store has them (a new store), the check runs again
-# on each use.
+# leave no doubt. A new store, with fewer events and streams than that, is
+# checked again on each use; a full sample settles it whatever its streams.
 PARTITION_CHECK_SAMPLE = 1000
 PARTITION_CHECK_STREAMS = 32
 
@@ -159,16 +159,17 @@ def partition_count(db=None) -> int:
 
 def _check_partition_count(count: int) -> bool:
     """Raise if the latest events disagree with ``count``; return if that is settled."""
-    latest = set(
+    latest = list(
         Event.objects.order_by("-id").values_list("stream_id", "partition")[
             :PARTITION_CHECK_SAMPLE
         ]
     )
-    for stream_id, partition in sorted(latest):
+    for stream_id, partition in sorted(set(latest)):
         computed = partition_for(stream_id, count)
         if computed != partition:
             raise PartitionCountMismatch(count, stream_id, partition, computed)
-    if len({stream_id for stream_id, _ in latest}) < PARTITION_CHECK_STREAMS:
+    streams = len({stream_id for stream_id, _ in latest})
+    if streams < PARTITION_CHECK_STREAMS and len(latest) < PARTITION_CHECK_SAMPLE:
         return False
     # Every partition's rows exist from here on, so appends and
     # lock_partitions rarely have to create them in the middle of a

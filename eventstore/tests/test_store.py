@@ -291,6 +291,22 @@ class TestPartitionCount:
         assert set(PartitionHead.objects.values_list("partition", flat=True)) == every
         assert set(NudgeClaim.objects.values_list("partition", flat=True)) == every
 
+    def test_a_full_sample_settles_the_check_whatever_its_streams(
+        self, settings, monkeypatch
+    ):
+        empty_the_store()
+        monkeypatch.setattr(store, "PARTITION_CHECK_SAMPLE", 5)
+        stream = new_stream()
+        key = (connection.settings_dict["NAME"], settings.EVENTSTORE_PARTITIONS)
+
+        append(stream, [Counted(amount=1)] * 4, 0)
+        partition_count()
+        assert key not in store._checked_partition_counts  # 4 events, 1 stream
+
+        append(stream, [Counted(amount=1)], 4)
+        partition_count()
+        assert key in store._checked_partition_counts  # a full sample
+
     def test_processes_that_started_on_a_new_store_are_checked_until_it_tells(
         self, settings
     ):
