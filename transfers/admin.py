@@ -50,6 +50,7 @@ from eventstore import charts, operations, verification
 from eventstore.admin import LastYearSafeDateHierarchy, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
+from eventstore.errors import EventStoreError
 from eventstore.models import CheckRun, Event
 
 from . import selectors, services, trial_balance
@@ -397,6 +398,9 @@ class TransferAdmin(AnyAccountViewer, LastYearSafeDateHierarchy, admin.ModelAdmi
                 f"{action}.",
             )
             return HttpResponseRedirect(page)
+        if stranded.get("unreadable"):
+            messages.error(request, f"Not done: {stranded['summary']}")
+            return HttpResponseRedirect(page)
         form = StrandedForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             reason = form.cleaned_data["reason"]
@@ -457,6 +461,17 @@ def _stranded(request, transfer_id: uuid.UUID) -> dict | None:
         transfer = services.get_transfer(transfer_id)
     except BankError:
         raise Http404("No such transfer.") from None
+    except EventStoreError as error:
+        # An event this code cannot read: often the very step that was
+        # skipped. Nothing can run until code that reads it is deployed.
+        return {
+            "summary": (
+                f"This transfer's events cannot be read by this code ({error}). "
+                "Deploy code that reads them, then resume or refund it here."
+            ),
+            "actions": [],
+            "unreadable": True,
+        }
     skip = selectors.skipped_step(transfer)
     if skip is None:
         return None

@@ -1,13 +1,16 @@
 """Test data built through the services, as a user would create it."""
 
 import itertools
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from accounts import services as accounts
-from eventstore.models import Checkpoint, SkippedEvent
+from eventstore.models import Checkpoint, Event, SkippedEvent
+from eventstore.store import head_sequence, partition_for
 from eventstore.subscriptions import (
     all_subscriptions,
     catch_up,
@@ -71,4 +74,34 @@ def strand(step: str) -> SkippedEvent:
         stopped.partition,
         sequence=stopped.failed_sequence,
         reason=f"the {step} step keeps failing",
+    )
+
+
+def strand_at_an_unreadable_event(transfer) -> SkippedEvent:
+    """Store an event of the transfer this code cannot read, and skip it.
+
+    As a ``Debited`` of a newer schema, left by a deploy rolled back, would
+    stop the process manager until an operator skipped it.
+    """
+    partition = partition_for(transfer.stream_id)
+    Event.objects.create(
+        stream_id=transfer.stream_id,
+        version=transfer.version + 1,
+        partition=partition,
+        sequence=head_sequence(partition) + 1,
+        event_type="transfers.Debited",
+        schema_version=99,
+        data={},
+        event_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    )
+    run_process()
+    stopped = Checkpoint.objects.get(
+        subscription=process.name, failed_sequence__isnull=False
+    )
+    return skip_failed_event(
+        process.name,
+        stopped.partition,
+        sequence=stopped.failed_sequence,
+        reason="this code cannot read it",
     )

@@ -22,6 +22,7 @@ from transfers.tests.factories import (
     run_process,
     run_projections,
     strand,
+    strand_at_an_unreadable_event,
 )
 
 CHANGELIST = reverse("admin:transfers_transfersummary_changelist")
@@ -382,6 +383,29 @@ class TestStranded:
         ]
         assert not LogEntry.objects.filter(user=operator).exists()
         assert TransferSummary.objects.get().status == "debited"
+
+    def test_a_transfer_whose_events_cannot_be_read_says_so_and_is_no_500(
+        self, client, teller, operator, accounts
+    ):
+        source, target, _ = accounts
+        client.force_login(teller)
+        start(client, source, target)
+        run_projections()
+        transfer = TransferSummary.objects.get()
+        strand_at_an_unreadable_event(services.get_transfer(transfer.id))
+        client.force_login(operator)
+
+        page = client.get(
+            reverse("admin:transfers_transfersummary_change", args=[transfer.id])
+        )
+        resumed = client.post(
+            action_url("resume", transfer.id), {"reason": "try"}, follow=True
+        )
+
+        assert page.status_code == 200
+        assert "events cannot be read by this code" in page.content.decode()
+        assert resumed.status_code == 200
+        assert messages_of(resumed)[0].startswith("Not done: This transfer's events")
 
     def test_a_resume_without_a_reason_is_a_form_error(
         self, client, teller, operator, accounts

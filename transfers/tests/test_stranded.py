@@ -21,7 +21,14 @@ from transfers import selectors, services
 from transfers.domain import Status, Transfer
 from transfers.errors import TransferNotStranded, UnknownTransfer
 
-from .factories import make_user, open_account, run_process, run_projections, strand
+from .factories import (
+    make_user,
+    open_account,
+    run_process,
+    run_projections,
+    strand,
+    strand_at_an_unreadable_event,
+)
 
 
 def balance(account) -> int:
@@ -308,6 +315,18 @@ class TestCommand:
                 "stranded_transfers", "--resume", str(transfer.id), "--reason", "x"
             )
         assert services.get_transfer(transfer.id).status == Status.DEBITED
+
+    def test_it_lists_a_transfer_whose_events_cannot_be_read(self, alice, bob):
+        source = open_account(alice, balance=1000)
+        target = open_account(bob)
+        transfer = request(source, target)
+        run_projections()
+        strand_at_an_unreadable_event(transfer)
+        out = StringIO()
+
+        call_command("stranded_transfers", stdout=out)
+
+        assert f"{transfer.id} pending: its events cannot be read" in out.getvalue()
 
     def test_a_transfer_not_stranded_is_a_clear_error(self, alice, bob):
         source = open_account(alice, balance=1000)

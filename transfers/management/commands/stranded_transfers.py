@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.admin import format_money
 from accounts.errors import BankError
 from eventstore.context import metadata_context
+from eventstore.errors import EventStoreError
 from transfers import selectors, services
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,15 @@ class Command(BaseCommand):
             self.stdout.write("No stranded transfers.")
             return
         for row in stranded:
-            skip = selectors.skipped_step(services.get_transfer(row.id))
+            try:
+                transfer = services.get_transfer(row.id)
+            except EventStoreError as error:
+                self.stdout.write(
+                    f"{row.id} {row.status}: its events cannot be read by this"
+                    f" code ({error})"
+                )
+                continue
+            skip = selectors.skipped_step(transfer)
             if skip is None:  # finished since the list was read
                 continue
             self.stdout.write(
