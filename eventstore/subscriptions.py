@@ -216,6 +216,8 @@ def _run_until_caught_up(sub: Subscription, partition: int) -> int:
                 try:
                     batch = _handle_batch(sub, partition, failure.index)
                 except _HandlerFailed as earlier:
+                    if earlier.index is None:  # a batch handler: find which
+                        return handled + _handle_one_by_one(sub, partition)
                     failure = earlier
                 else:
                     if batch is None:

@@ -851,6 +851,38 @@ class TestBatchHandlers:
         assert stopped.failed_event_id == recorded[6].event_id
         assert "cannot add 7" in stopped.error
 
+    def test_a_failure_before_an_unreadable_event_is_narrowed_down_too(self):
+        """The batch stops at an event it cannot decode; the ones before it run again.
+
+        If the batch handler then fails on one of them, the stop names that
+        one, not the first of the batch: a skip of the named event would
+        otherwise pass over good ones.
+        """
+        bulk, _ = self.make_bulk_tallies("eventstore_tests.bulk_unreadable")
+        (stream,) = streams_in_partition(1, 1)
+        good, failing = append(
+            stream, [Counted(amount=1), Counted(amount=2, fail=True)], 0
+        )
+        Event.objects.create(
+            stream_id=stream,
+            version=3,
+            partition=1,
+            sequence=failing.sequence + 1,
+            event_type="testapp.Counted",
+            schema_version=9,  # newer than this code
+            data={"amount": 1},
+            event_id=uuid.uuid4(),
+            recorded_at=timezone.now(),
+        )
+
+        subscriptions.process_partition(1, [bulk])
+
+        stopped = Checkpoint.objects.get(subscription=bulk.name, partition=1)
+        assert (stopped.sequence, stopped.failed_sequence) == (
+            good.sequence,
+            failing.sequence,
+        )
+
     def test_a_subscription_has_handlers_or_a_batch_handler_not_both(self):
         bulk, _ = self.make_bulk_tallies("eventstore_tests.bulk_only")
 
