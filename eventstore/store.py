@@ -3,7 +3,7 @@
 Order. Every stream lives in one partition (a stable hash of its id). Each
 partition has a head row; an append locks it, numbers its events after the
 partition's last committed sequence and inserts them in one round trip (the
-``eventstore_append`` function, migrations 0002 and 0005-0007). The lock is
+``eventstore_append`` function, migrations 0002 and 0005-0008). The lock is
 held until the appending transaction ends, so within a partition sequence
 order is commit order: a reader that has seen sequence ``n``
 committed has seen every event before it, and sees each stream's versions in
@@ -147,8 +147,9 @@ def partition_count(db=None) -> int:
     could handle them before the old ones; so it raises
     ``PartitionCountMismatch`` if the latest stored events are not where its
     count puts them. A process checks once per database, once the events
-    checked are enough to tell. ``db``: the default connection, if the
-    caller has it.
+    checked are enough to tell. (An append also refuses a stream whose last
+    event is in another partition, so no stream is ever split.) ``db``: the
+    default connection, if the caller has it.
     """
     count = settings.EVENTSTORE_PARTITIONS
     key = ((db or connections[DEFAULT_DB_ALIAS]).settings_dict["NAME"], count)
@@ -190,7 +191,9 @@ def append(
     Runs in the caller's transaction; outside one, the append is a
     transaction of its own and costs one round trip. Items are event objects
     or ``NewEvent``. Raise ``ConcurrencyError`` (leaving the transaction
-    usable) if the stream is at another version. If every event id is
+    usable) if the stream is at another version, and
+    ``PartitionCountMismatch`` (the same) if its events are in another
+    partition than this process's count gives it. If every event id is
     already stored, append nothing and return the stored events: a repeat is
     a no-op.
     """
@@ -238,6 +241,10 @@ def append(
         nudges.send_on_commit(partition)
     if outcome == "conflict":
         raise ConcurrencyError(stream_id, expected_version, stored)
+    if outcome == "wrong_partition":
+        raise PartitionCountMismatch(
+            settings.EVENTSTORE_PARTITIONS, stream_id, stored, partition
+        )
     if outcome == "partial_duplicate":
         raise DuplicateEventError(
             f"some but not all events appended to {stream_id!r} are already stored"
@@ -318,6 +325,8 @@ def _append_postgresql(db, stream_id, partition, expected_version, rows, *, chec
     outcome, nudge = result[0][0], result[0][6]
     if outcome == "conflict":
         return outcome, result[0][3], nudge
+    if outcome == "wrong_partition":
+        return outcome, result[0][4], nudge
     return outcome, [(r[1], r[3], r[4], r[5]) for r in result], nudge
 
 
@@ -346,12 +355,14 @@ def _append_portable(stream_id, partition, expected_version, rows):
             return "duplicate", None
         if stored:
             return "partial_duplicate", None
-        current = (
+        current, stream_partition = (
             Event.objects.filter(stream_id=stream_id)
             .order_by("-version")
-            .values_list("version", flat=True)
+            .values_list("version", "partition")
             .first()
-        ) or 0
+        ) or (0, partition)
+        if stream_partition != partition:
+            return "wrong_partition", stream_partition
         if current != expected_version:
             return "conflict", current
         start = head_sequence(partition)

@@ -8,10 +8,11 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
+from django.test import override_settings  # noqa: E402
 
-from eventstore import subscriptions  # noqa: E402
+from eventstore import store, subscriptions  # noqa: E402
 from eventstore.aggregates import Repository  # noqa: E402
-from eventstore.errors import ConcurrencyError  # noqa: E402
+from eventstore.errors import ConcurrencyError, PartitionCountMismatch  # noqa: E402
 from eventstore.store import (  # noqa: E402
     NewEvent,
     append,
@@ -19,6 +20,7 @@ from eventstore.store import (  # noqa: E402
     read_partition,
     read_stream,
 )
+from eventstore.tests.streams import count_placing_apart  # noqa: E402
 from eventstore.tests.testapp.domain import Counter  # noqa: E402
 from eventstore.tests.testapp.events import Counted  # noqa: E402
 from eventstore.tests.testapp.models import Tally  # noqa: E402
@@ -37,6 +39,16 @@ try:
     raise AssertionError("no conflict")
 except ConcurrencyError:
     pass
+# A process numbering partitions otherwise is refused that stream, even where
+# its sample check passed.
+other = count_placing_apart(stream, store.partition_count())
+with override_settings(EVENTSTORE_PARTITIONS=other):
+    store._checked_partition_counts.add((connection.settings_dict["NAME"], other))
+    try:
+        append(stream, [Counted(amount=4)], 2)
+        raise AssertionError("appended in another partition")
+    except PartitionCountMismatch:
+        pass
 (again,) = append(stream, [NewEvent(Counted(amount=2), event_id=event_id)], 5)
 assert again.version == 1
 stored = list(read_stream(stream))

@@ -280,6 +280,29 @@ class TestPartitionCount:
         )
         assert Event.objects.count() == stored
 
+    @pytest.mark.parametrize("expected_version", [1, 0])
+    def test_an_append_refuses_a_stream_whose_events_are_in_another_partition(
+        self, settings, expected_version
+    ):
+        """Even where the sample check passed (a hot stream, say): exact per stream."""
+        written = settings.EVENTSTORE_PARTITIONS
+        other = written * 2
+        stream = stream_placed_apart(written, other)
+        append(stream, [Counted(amount=1)], 0)
+        settings.EVENTSTORE_PARTITIONS = other
+        name = connection.settings_dict["NAME"]
+        store._checked_partition_counts.add((name, other))  # the sample passed
+
+        with transaction.atomic():
+            with pytest.raises(PartitionCountMismatch) as raised:
+                append(stream, [Counted(amount=2)], expected_version)
+            still_usable = Event.objects.filter(stream_id=stream).count()
+
+        assert f"{stream!r} is in partition {partition_for(stream, written)}" in str(
+            raised.value
+        )
+        assert still_usable == 1
+
     def test_a_new_store_takes_any_count_and_then_every_partitions_rows(self, settings):
         empty_the_store()
         settings.EVENTSTORE_PARTITIONS = 5
