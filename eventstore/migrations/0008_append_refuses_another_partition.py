@@ -6,7 +6,7 @@ partition, where a runner could handle them before the old ones.
 ``store.partition_count`` checks a sample of the latest events once per
 process; this makes the rule exact for the stream being appended to, at the
 cost of reading the partition of the stream's last event beside its version
-(the same row). The refusal is the outcome ``wrong_partition``, with the
+(the same row, in the same subquery). The refusal is the outcome ``wrong_partition``, with the
 stream's partition in ``sequence``.
 """
 
@@ -94,11 +94,6 @@ BEGIN
 
     IF v_stored = 0 THEN
         RETURN QUERY
-            WITH last AS (
-                SELECT s.version, s.partition FROM eventstore_event s
-                WHERE s.stream_id = p_stream_id
-                ORDER BY s.version DESC LIMIT 1
-            )
             INSERT INTO eventstore_event AS e (
                 stream_id, version, partition, sequence, event_type,
                 schema_version, data, metadata, event_id, recorded_at)
@@ -107,9 +102,14 @@ BEGIN
                    (r.x->>'schema_version')::smallint, r.x->'data',
                    r.x->'metadata', (r.x->>'event_id')::uuid, clock_timestamp()
             FROM jsonb_array_elements(p_events) WITH ORDINALITY AS r(x, n)
-            WHERE coalesce((SELECT l.version FROM last l), 0) = p_expected_version
-              AND coalesce((SELECT l.partition FROM last l), p_partition)
-                  = p_partition
+            -- The stream's last event is at the expected version and in this
+            -- partition; a new stream is expected at version 0.
+            WHERE coalesce((SELECT s.version = p_expected_version
+                                   AND s.partition = p_partition
+                            FROM eventstore_event s
+                            WHERE s.stream_id = p_stream_id
+                            ORDER BY s.version DESC LIMIT 1),
+                           p_expected_version = 0)
             RETURNING 'appended'::text, e.id, e.event_id, e.version::integer,
                       e.sequence, e.recorded_at, v_nudge;
         IF FOUND THEN
