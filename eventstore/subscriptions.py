@@ -321,12 +321,21 @@ def handle(sub: Subscription, events: list[RecordedEvent]) -> None:
     """Run a subscription's ``prepare_batch`` and handlers over a batch of events.
 
     The runner, a rebuild and verification all handle batches this way;
-    raises ``_HandlerFailed`` on a handler's failure.
+    raises ``_HandlerFailed`` on a handler's or ``prepare_batch``'s failure.
     """
     if not events:
         return
     if sub.prepare_batch is not None:
-        sub.prepare_batch(events)
+        try:
+            sub.prepare_batch(events)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            # Not known which event it cannot prepare for: the runner finds
+            # it one by one, and the stop shows the error, as a handler's.
+            raise _HandlerFailed(
+                None, None, events[0].sequence, traceback.format_exc()
+            ) from error
     if sub.batch_handler is not None:
         _run_batch_handler(sub, events)
     else:

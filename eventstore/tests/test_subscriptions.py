@@ -883,6 +883,39 @@ class TestBatchHandlers:
             failing.sequence,
         )
 
+    def test_a_failing_prepare_batch_stops_the_partition_at_its_event(self):
+        """Before, the error escaped the runner: no stop, retried on every sweep."""
+        from eventstore.subscriptions import Subscription
+
+        def prepare(batch):
+            if any(recorded.event.amount == 13 for recorded in batch):
+                raise RuntimeError("cannot prepare 13")
+
+        prepared = Subscription(
+            name="eventstore_tests.prepared", batch_size=10, prepare_batch=prepare
+        )
+
+        @prepared.handles(Counted)
+        def record(recorded):
+            Handled.objects.create(
+                event_id=recorded.event_id,
+                stream_id=recorded.stream_id,
+                version=recorded.version,
+                partition=recorded.partition,
+                sequence=recorded.sequence,
+            )
+
+        (stream,) = streams_in_partition(1, 1)
+        recorded = append(stream, [Counted(amount=n) for n in (1, 2, 13, 4)], 0)
+
+        subscriptions.process_partition(1, [prepared])
+
+        stopped = Checkpoint.objects.get(subscription=prepared.name, partition=1)
+        assert stopped.failed_sequence == recorded[2].sequence
+        assert stopped.failed_event_id == recorded[2].event_id
+        assert "cannot prepare 13" in stopped.error
+        assert Handled.objects.count() == 2
+
     def test_a_subscription_has_handlers_or_a_batch_handler_not_both(self):
         bulk, _ = self.make_bulk_tallies("eventstore_tests.bulk_only")
 
