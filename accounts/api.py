@@ -34,6 +34,7 @@ from .serializers import (
     StrictCharField,
     amount_field,
     parse,
+    parse_query,
     reference_field,
 )
 
@@ -108,17 +109,6 @@ class MomentField(serializers.Field):
         return value.isoformat()
 
 
-def _query(serializer_class, request) -> dict:
-    """Return the valid query parameters; an empty one counts as absent."""
-    given = {
-        name: value for name, value in request.query_params.items() if value.strip()
-    }
-    serializer = serializer_class(data=given)
-    if not serializer.is_valid():
-        raise ValidationError(serializer.errors)
-    return serializer.validated_data
-
-
 class AccountsApi(APIView):
     """``GET /api/accounts/`` lists, ``POST /api/accounts/`` opens."""
 
@@ -166,7 +156,7 @@ class AccountsApi(APIView):
         },
     )
     def get(self, request):
-        filters = _query(self.ListQuerySerializer, request)
+        filters = parse_query(self.ListQuerySerializer, request)
         accounts = selectors.account_list(user=request.user, filters=filters)
         return PageNumberPagination().paginate(
             accounts,
@@ -412,7 +402,7 @@ class AccountLedgerApi(APIView):
         },
     )
     def get(self, request, account_id):
-        query = _query(self.QuerySerializer, request)
+        query = parse_query(self.QuerySerializer, request)
         entries = selectors.account_ledger(
             user=request.user,
             account_id=account_id,
@@ -487,7 +477,7 @@ class AccountBalanceApi(APIView):
         },
     )
     def get(self, request, account_id):
-        query = _query(self.QuerySerializer, request)
+        query = parse_query(self.QuerySerializer, request)
         balance = selectors.account_balance_at(
             user=request.user, account_id=account_id, moment=query["at"]
         )

@@ -85,6 +85,17 @@ def parse(serializer_class: type[serializers.Serializer], data) -> dict:
     return serializer.validated_data
 
 
+def parse_query(serializer_class: type[serializers.Serializer], request) -> dict:
+    """Validate a request's query parameters; an empty one counts as absent."""
+    given = {
+        name: value for name, value in request.query_params.items() if value.strip()
+    }
+    serializer = serializer_class(data=given)
+    if not serializer.is_valid():
+        raise ValidationError(serializer.errors)
+    return serializer.validated_data
+
+
 class AccountOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     number = serializers.CharField()

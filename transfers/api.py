@@ -8,7 +8,7 @@ writes come from the saved aggregate, never from a read model that may lag.
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -17,7 +17,13 @@ from accounts.idempotency import PARAMETER as IDEMPOTENCY_KEY
 from accounts.idempotency import idempotent
 from accounts.pagination import PageNumberPagination, paginated
 from accounts.permissions import is_read_only
-from accounts.serializers import StrictUUIDField, amount_field, parse, reference_field
+from accounts.serializers import (
+    StrictUUIDField,
+    amount_field,
+    parse,
+    parse_query,
+    reference_field,
+)
 
 from . import selectors, services
 from .models import TransferSummary
@@ -29,17 +35,6 @@ TRANSFER_ID = OpenApiParameter(
     location=OpenApiParameter.PATH,
     description="The transfer's id (a UUID).",
 )
-
-
-def _query(serializer_class, request) -> dict:
-    """Return the valid query parameters; an empty one counts as absent."""
-    given = {
-        name: value for name, value in request.query_params.items() if value.strip()
-    }
-    serializer = serializer_class(data=given)
-    if not serializer.is_valid():
-        raise ValidationError(serializer.errors)
-    return serializer.validated_data
 
 
 class TransfersApi(APIView):
@@ -75,7 +70,7 @@ class TransfersApi(APIView):
         },
     )
     def get(self, request):
-        filters = _query(self.ListQuerySerializer, request)
+        filters = parse_query(self.ListQuerySerializer, request)
         transfers = selectors.transfer_list(user=request.user, **filters)
         return PageNumberPagination().paginate(
             transfers,
