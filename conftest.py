@@ -90,6 +90,17 @@ def delete_this_runs_queue():
 
 
 @pytest.fixture
+def unchecked_partition_count(monkeypatch):
+    """Make this process check its partition count against the store again.
+
+    As a process started now would: the check is remembered per process.
+    """
+    from eventstore import store
+
+    monkeypatch.setattr(store, "_checked_partition_counts", set())
+
+
+@pytest.fixture
 def start_celery_worker(transactional_db):
     """Return a function that starts a real worker; every one is stopped after."""
     workers: list[WorkerProcess] = []

@@ -838,14 +838,12 @@ def test_the_database_being_unreachable_answers_503(teller, monkeypatch):
 
 
 def test_a_process_configured_unlike_the_event_store_answers_503(
-    teller, customer, open_account, settings, monkeypatch
+    teller, customer, open_account, settings, unchecked_partition_count
 ):
-    from eventstore import store
     from eventstore.tests.streams import count_placing_apart
 
     account = open_account(customer)
     stored = Event.objects.count()
-    monkeypatch.setattr(store, "_checked_partition_counts", set())
     settings.EVENTSTORE_PARTITIONS = count_placing_apart(
         Account.stream_id_for(account.id), settings.EVENTSTORE_PARTITIONS
     )

@@ -59,14 +59,12 @@ def test_health_is_unavailable_when_the_broker_hangs(client, settings):
 
 
 def test_health_is_unavailable_when_the_partition_count_is_not_the_stores(
-    client, settings, monkeypatch
+    client, settings, unchecked_partition_count
 ):
-    from eventstore import store
     from eventstore.tests.streams import count_placing_apart
 
     stream = f"tally-{uuid.uuid4()}"
     append(stream, [Counted(amount=1)], 0)
-    monkeypatch.setattr(store, "_checked_partition_counts", set())
     settings.EVENTSTORE_PARTITIONS = count_placing_apart(
         stream, settings.EVENTSTORE_PARTITIONS
     )

@@ -245,12 +245,6 @@ def test_the_partition_of_a_stream_is_the_same_in_another_process():
     assert int(other.stdout.strip()) == partition_for(stream)
 
 
-@pytest.fixture
-def unchecked_partition_count(monkeypatch):
-    """Make this process check its partition count against the store again."""
-    monkeypatch.setattr(store, "_checked_partition_counts", set())
-
-
 @pytest.mark.django_db
 @pytest.mark.usefixtures("unchecked_partition_count")
 class TestPartitionCount:
