@@ -14,7 +14,7 @@ auditors (and every other role) only read.
 """
 
 import datetime
-import decimal
+import re
 import uuid
 
 from django import forms
@@ -68,25 +68,46 @@ def format_money(amount: int | None, currency: str) -> str:
     return f"{sign}{text} {currency}"
 
 
+# An amount as staff type it: ASCII digits, commas only between groups of
+# three (1,234,567), a point before the fraction. A comma anywhere else (1,50:
+# a decimal comma) is refused, not read as 150.
+MONEY_TEXT = re.compile(
+    r"(?P<whole>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.(?P<fraction>[0-9]+))?"
+)
+
+
 def parse_money(text: str, currency: str) -> int:
-    """Read an amount typed in major units (``1,234.56``) as minor units."""
-    try:
-        value = decimal.Decimal(text.replace(",", "").strip())
-        # Scaling traps on a signalling NaN or an exponent past the context's.
-        minor = value.scaleb(minor_digits(currency))
-    except decimal.DecimalException:
-        raise forms.ValidationError("Type an amount such as 1234.56.") from None
-    if not value.is_finite() or minor != minor.to_integral_value():
+    """Read an amount typed in major units (``1,234.56``) as minor units.
+
+    The arithmetic is on integers: a decimal context would round an amount
+    with many digits (1.0000000000000000000000000001) to a whole one.
+    """
+    text = text.strip()
+    if text.startswith("-"):
+        raise forms.ValidationError("The amount must be positive.")
+    match = MONEY_TEXT.fullmatch(text)
+    if match is None:
         raise forms.ValidationError(
-            f"{currency} has {minor_digits(currency)} digits after the point."
+            "Type an amount such as 1234.56 or 1,234.56: a point before the"
+            " cents, commas only between thousands."
         )
+    digits = minor_digits(currency)
+    fraction = (match["fraction"] or "").rstrip("0")
+    if len(fraction) > digits:
+        raise forms.ValidationError(f"{currency} has {digits} digits after the point.")
+    whole = match["whole"].replace(",", "").lstrip("0")
+    if len(whole) > len(str(MAX_AMOUNT)):  # no need to make a huge integer
+        raise forms.ValidationError(_too_much(currency))
+    minor = int(whole or "0") * 10**digits + int(fraction.ljust(digits, "0") or "0")
     if minor <= 0:
         raise forms.ValidationError("The amount must be positive.")
     if minor > MAX_AMOUNT:
-        raise forms.ValidationError(
-            f"The amount may be at most {format_money(MAX_AMOUNT, currency)}."
-        )
-    return int(minor)
+        raise forms.ValidationError(_too_much(currency))
+    return minor
+
+
+def _too_much(currency: str) -> str:
+    return f"The amount may be at most {format_money(MAX_AMOUNT, currency)}."
 
 
 class SentOnceForm(forms.Form):

@@ -75,13 +75,32 @@ class TestMoney:
     def test_minor_units_show_as_money(self, amount, currency, text):
         assert format_money(amount, currency) == text
 
-    def test_typed_amounts_become_minor_units(self):
-        assert parse_money("1,234.5", "EUR") == 123450
-        assert parse_money("7", "JPY") == 7
+    @pytest.mark.parametrize(
+        ("text", "currency", "minor"),
+        [
+            ("1,234.5", "EUR", 123450),
+            ("1234.50", "EUR", 123450),
+            (" 12,345,678.00 ", "EUR", 1234567800),
+            ("0.05", "EUR", 5),
+            ("1.500", "EUR", 150),
+            ("007", "JPY", 7),
+            ("1,000", "JPY", 1000),
+        ],
+    )
+    def test_typed_amounts_become_minor_units(self, text, currency, minor):
+        assert parse_money(text, currency) == minor
 
     @pytest.mark.parametrize(
         "text",
-        ["0", "-1", "1.234", "abc", "NaN", "sNaN", "1e999999999", "10,000,000,000.01"],
+        [
+            *["0", "-1", "1.234", "abc", "NaN", "sNaN", "1e999999999", "1e3"],
+            "10,000,000,000.01",
+            # A decimal comma is not a thousands separator: 1,50 is not 150.
+            *["1,50", "12,5", "0,99", "1,2,3", "1,0000", ",100", "1,000,00"],
+            # Past a decimal context's 28 digits, which would round it to 1.00.
+            "1.0000000000000000000000000001",
+            *["1_000", "\uff11\uff12", "+1", "1.", "", "9" * 5000],
+        ],
     )
     def test_bad_amounts_are_refused(self, text):
         from django import forms
@@ -316,6 +335,22 @@ class TestCash:
         ]
         assert last_event(account).event_type == "accounts.Deposited"
         assert not LogEntry.objects.exists()
+
+    @pytest.mark.parametrize("typed", ["1,50", "0,99"])
+    def test_a_decimal_comma_is_a_form_error_not_a_hundredfold_deposit(
+        self, client, teller, account, typed
+    ):
+        client.force_login(teller)
+
+        response = client.post(
+            url("deposit", account),
+            {"amount": typed, "reason": "counter", "form_id": uuid.uuid4()},
+        )
+
+        assert "commas only between thousands" in str(
+            response.context["form"].errors["amount"]
+        )
+        assert last_event(account).version == 2
 
     def test_a_reason_and_a_valid_amount_are_required(self, client, teller, account):
         client.force_login(teller)
