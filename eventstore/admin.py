@@ -18,6 +18,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from . import operations
 from .models import Checkpoint, CheckRun, Event, SkippedEvent
@@ -262,3 +264,21 @@ def _add_operations_urls(site: admin.AdminSite) -> None:
 
 
 _add_operations_urls(admin.site)
+
+
+class ScheduleAdmin(PeriodicTaskAdmin):
+    """django-celery-beat's schedules, whose actions need the change permission.
+
+    Its enable, disable, toggle and run actions declare no permission, and
+    Django offers such actions to anyone who may see the list: a read-only
+    auditor could switch the nightly verification off.
+    """
+
+    def get_actions(self, request):
+        if not self.has_change_permission(request):
+            return {}
+        return super().get_actions(request)
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, ScheduleAdmin)

@@ -1,8 +1,9 @@
 """The event store in the admin: read-only for everyone, superusers included."""
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.urls import reverse
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from eventstore.models import Event
 from eventstore.store import append
@@ -102,3 +103,57 @@ class TestEventBrowser:
         statuses = [client.get(reverse(name)).status_code for name in pages]
 
         assert statuses == [200, 200, 403]
+
+
+@pytest.mark.django_db
+class TestSchedules:
+    @pytest.fixture
+    def trial_balance_check(self):
+        every, _ = IntervalSchedule.objects.get_or_create(every=15, period="minutes")
+        task, _ = PeriodicTask.objects.get_or_create(
+            name="Run the checks, such as the trial balance",
+            defaults={"task": "eventstore.run_checks", "interval": every},
+        )
+        return task
+
+    @pytest.mark.parametrize("role", ["auditor", "teller"])
+    def test_readers_of_the_schedules_may_not_disable_or_run_them(
+        self, client, role, trial_balance_check
+    ):
+        reader = User.objects.create_user("reader", password="pw", is_staff=True)
+        reader.groups.add(Group.objects.get(name=role))  # migration 0004's roles
+        client.force_login(reader)
+        changelist = reverse("admin:django_celery_beat_periodictask_changelist")
+
+        page = client.get(changelist)
+        client.post(
+            changelist,
+            {
+                "action": "disable_tasks",
+                "_selected_action": [trial_balance_check.pk],
+                "index": 0,
+            },
+        )
+
+        trial_balance_check.refresh_from_db()
+        assert page.status_code == 200
+        assert trial_balance_check.enabled
+        assert "disable_tasks" not in page.content.decode()
+        assert "run_tasks" not in page.content.decode()
+
+    def test_operations_may_disable_them(self, client, trial_balance_check):
+        operator = User.objects.create_user("otto", password="pw", is_staff=True)
+        operator.groups.add(Group.objects.get(name="operations"))
+        client.force_login(operator)
+
+        client.post(
+            reverse("admin:django_celery_beat_periodictask_changelist"),
+            {
+                "action": "disable_tasks",
+                "_selected_action": [trial_balance_check.pk],
+                "index": 0,
+            },
+        )
+
+        trial_balance_check.refresh_from_db()
+        assert not trial_balance_check.enabled
