@@ -190,12 +190,16 @@ class BalanceAtForm(forms.Form):
 
 
 # What each action needs, does, and says.
+class StatusForm(SentOnceForm, ReasonForm):
+    """Freeze, unfreeze or close: sent again later, it must not act again."""
+
+
 ACTIONS = {
     "deposit": (MOVE_CASH, CashForm, services.deposit, "Deposited"),
     "withdraw": (MOVE_CASH, CashForm, services.withdraw, "Withdrew"),
-    "freeze": (OPERATE_ACCOUNT, ReasonForm, services.freeze, "Froze"),
-    "unfreeze": (OPERATE_ACCOUNT, ReasonForm, services.unfreeze, "Unfroze"),
-    "close": (OPERATE_ACCOUNT, ReasonForm, services.close, "Closed"),
+    "freeze": (OPERATE_ACCOUNT, StatusForm, services.freeze, "Froze"),
+    "unfreeze": (OPERATE_ACCOUNT, StatusForm, services.unfreeze, "Unfroze"),
+    "close": (OPERATE_ACCOUNT, StatusForm, services.close, "Closed"),
     "payout": (OPERATE_ACCOUNT, PayOutForm, services.pay_out, "Paid out"),
 }
 
@@ -325,10 +329,20 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
                     if not first_sending(request, form_id):
                         messages.warning(request, SENT_BEFORE)
                         return HttpResponseRedirect(self._change_url(account.id))
+                    before = services.get_account(account.id).version
                     after = service(account_id=account.id, actor=request.user, **data)
             except BankError as refusal:
                 messages.error(request, f"Refused: {refusal.detail}")
             else:
+                if after.version == before:
+                    # Freezing a frozen account (or unfreezing an open one)
+                    # records nothing: say so, and log nothing.
+                    messages.warning(
+                        request,
+                        f"Nothing was done: account {account.number} is already"
+                        f" {after.status}.",
+                    )
+                    return HttpResponseRedirect(self._change_url(account.id))
                 amount = data.get("amount")
                 what = (
                     f"{done} {format_money(amount, account.currency)}"

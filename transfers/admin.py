@@ -50,7 +50,7 @@ from eventstore import charts, operations, verification
 from eventstore.admin import LastYearSafeDateHierarchy, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
-from eventstore.errors import EventStoreError
+from eventstore.errors import ConcurrencyError, EventStoreError
 from eventstore.models import CheckRun, Event
 
 from . import selectors, services, trial_balance
@@ -311,6 +311,11 @@ class TransferAdmin(AnyAccountViewer, LastYearSafeDateHierarchy, admin.ModelAdmi
                     )
             except BankError as refusal:
                 messages.error(request, f"Refused: {refusal.detail}")
+            except ConcurrencyError:
+                # Another staff member sent this same form (its id is the
+                # transfer's) first: that transfer stands, nothing more is done.
+                messages.warning(request, SENT_BEFORE)
+                return HttpResponseRedirect(page)
             else:
                 message = (
                     f"Requested a transfer of "

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import selectors, services
-from accounts.admin import format_money, parse_money
+from accounts.admin import SENT_BEFORE, format_money, parse_money
 from accounts.domain import TransferStep
 from accounts.models import AccountBalance
 from eventstore.models import Event
@@ -380,7 +380,9 @@ class TestOperations:
     ):
         client.force_login(operator)
         frozen = client.post(
-            url("freeze", account), {"reason": "fraud check"}, follow=True
+            url("freeze", account),
+            {"reason": "fraud check", "form_id": uuid.uuid4()},
+            follow=True,
         )
         client.force_login(teller)
         refused = client.post(
@@ -398,9 +400,15 @@ class TestOperations:
     ):
         client.force_login(operator)
 
-        client.post(url("freeze", account), {"reason": "check"})
-        client.post(url("unfreeze", account), {"reason": "cleared"})
-        refused = client.post(url("close", account), {"reason": "customer left"})
+        client.post(
+            url("freeze", account), {"reason": "check", "form_id": uuid.uuid4()}
+        )
+        client.post(
+            url("unfreeze", account), {"reason": "cleared", "form_id": uuid.uuid4()}
+        )
+        refused = client.post(
+            url("close", account), {"reason": "customer left", "form_id": uuid.uuid4()}
+        )
 
         types = list(
             Event.objects.filter(stream_id=f"account-{account.id}")
@@ -411,6 +419,59 @@ class TestOperations:
         assert messages_of(refused)[-1] == (
             "Refused: Only an account with a zero balance can be closed."
         )
+
+    def test_freezing_a_frozen_account_says_nothing_was_done_and_logs_nothing(
+        self, client, operator, account
+    ):
+        client.force_login(operator)
+        client.post(
+            url("freeze", account), {"reason": "alert", "form_id": uuid.uuid4()}
+        )
+        events, logged = last_event(account).version, LogEntry.objects.count()
+
+        again = client.post(
+            url("freeze", account),
+            {"reason": "the same alert", "form_id": uuid.uuid4()},
+            follow=True,
+        )
+
+        assert last_event(account).version == events
+        assert LogEntry.objects.count() == logged
+        assert messages_of(again)[-1] == (
+            f"Nothing was done: account {account.number} is already frozen."
+        )
+
+    def test_unfreezing_an_open_account_says_nothing_was_done(
+        self, client, operator, account
+    ):
+        client.force_login(operator)
+
+        response = client.post(
+            url("unfreeze", account),
+            {"reason": "cleared", "form_id": uuid.uuid4()},
+            follow=True,
+        )
+
+        assert last_event(account).version == 2
+        assert not LogEntry.objects.exists()
+        assert messages_of(response) == [
+            f"Nothing was done: account {account.number} is already open."
+        ]
+
+    def test_a_freeze_form_sent_again_after_an_unfreeze_does_not_freeze_again(
+        self, client, operator, account
+    ):
+        client.force_login(operator)
+        freeze = {"reason": "fraud alert", "form_id": uuid.uuid4()}
+        client.post(url("freeze", account), freeze)
+        client.post(
+            url("unfreeze", account), {"reason": "cleared", "form_id": uuid.uuid4()}
+        )
+
+        again = client.post(url("freeze", account), freeze, follow=True)
+
+        assert services.get_account(account.id).status == "open"
+        assert messages_of(again)[-1] == SENT_BEFORE
 
     def test_operations_pay_out_a_refund_that_reached_a_closed_account(
         self, client, operator, teller, alice

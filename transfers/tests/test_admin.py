@@ -121,6 +121,25 @@ class TestNewTransfer:
             "This form was sent already; nothing was done again."
         ]
 
+    def test_the_same_form_sent_by_another_teller_starts_no_second_transfer(
+        self, client, teller, accounts
+    ):
+        source, target, _ = accounts
+        form_id = uuid.uuid4()
+        client.force_login(teller)
+        start(client, source, target, form_id=form_id)
+        client.force_login(make_user("teller", username="theo", is_staff=True))
+
+        again = start(client, source, target, form_id=form_id)
+
+        assert (
+            Event.objects.filter(event_type="transfers.TransferRequested").count() == 1
+        )
+        assert again.redirect_chain[-1][0] == reverse(CHANGE, args=[form_id])
+        assert messages_of(again) == [
+            "This form was sent already; nothing was done again."
+        ]
+
     def test_a_transfer_just_requested_is_shown_from_its_events(
         self, client, teller, accounts
     ):
