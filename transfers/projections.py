@@ -136,7 +136,6 @@ def on_transfer_batch(batch: list[RecordedEvent]) -> None:
 def reset_totals() -> None:
     Totals.objects.all().delete()
     TotalsAccount.objects.all().delete()
-    _currencies.clear()
 
 
 totals = subscription(
@@ -146,27 +145,26 @@ totals = subscription(
     read_models=(Totals, TotalsAccount),
 )
 
-# An account's currency never changes once its opening is stored, so a cache
-# filled from committed or about-to-commit rows is never wrong.
-_currencies: dict[str, str] = {}
-
 _FIGURES = ["balances", "in_transit", "deposited", "withdrawn"]
 
 
-def _load_currencies(batch: list[RecordedEvent]) -> None:
-    """Put the currency of every account the batch moves money on in the cache."""
-    missing = {
+def _currencies_of(batch: list[RecordedEvent]) -> dict[str, str]:
+    """Return the currency of every account the batch moves money on.
+
+    Read for each batch, not kept in the process: a repair rewrites the read
+    model under the other worker processes, which would go on trusting what
+    they read before it.
+    """
+    moved = {
         recorded.stream_id
         for recorded in batch
         if type(recorded.event) is not AccountOpened
-        and recorded.stream_id not in _currencies
     }
-    if missing:
-        _currencies.update(
-            TotalsAccount.objects.filter(stream_id__in=missing).values_list(
-                "stream_id", "currency"
-            )
+    return dict(
+        TotalsAccount.objects.filter(stream_id__in=moved).values_list(
+            "stream_id", "currency"
         )
+    )
 
 
 def _changes(event) -> dict[str, int]:
@@ -190,7 +188,7 @@ def on_account_batch(batch: list[RecordedEvent]) -> None:
         for recorded in batch
         if type(recorded.event) is AccountOpened
     ]
-    _load_currencies(batch)
+    currencies = _currencies_of(batch)
     # (currency, partition) -> figures to add, in order of first appearance.
     sums: dict[tuple[str, int], dict[str, int]] = {}
     opening: dict[str, str] = {}
@@ -199,9 +197,7 @@ def on_account_batch(batch: list[RecordedEvent]) -> None:
         if type(event) is AccountOpened:
             opening[recorded.stream_id] = event.currency
             continue
-        currency = opening.get(recorded.stream_id) or _currencies.get(
-            recorded.stream_id
-        )
+        currency = opening.get(recorded.stream_id) or currencies.get(recorded.stream_id)
         if currency is None:
             raise TotalsAccount.DoesNotExist(
                 f"no currency known for {recorded.stream_id}"
@@ -214,7 +210,6 @@ def on_account_batch(batch: list[RecordedEvent]) -> None:
     if opened:
         # A second opening of a counted account breaks the primary key here.
         TotalsAccount.objects.bulk_create(opened)
-        _currencies.update(opening)
     if sums:
         _add(sums)
 

@@ -17,11 +17,12 @@ from django.db import connection
 from accounts import services as accounts
 from accounts.errors import InsufficientFunds
 from accounts.models import AccountBalance, LedgerEntry
-from eventstore.models import Checkpoint, Event
+from eventstore import verification
+from eventstore.models import Checkpoint, CheckRun, Event
 from eventstore.store import read_stream
-from eventstore.subscriptions import subscription_status
+from eventstore.subscriptions import catch_up, subscription_status
 from transfers import process, selectors, services
-from transfers.models import TransferSummary
+from transfers.models import TotalsAccount, TransferSummary
 
 from .factories import make_user, open_account
 
@@ -262,3 +263,34 @@ def test_concurrent_transfers_deposits_and_withdrawals_conserve_money(
             )
             assert balance >= 0
     assert TransferSummary.objects.filter(status="completed").exists()
+
+
+def test_a_repaired_trial_balance_stays_repaired_in_a_running_worker(
+    start_celery_worker, wait_for
+):
+    """A worker process must not go on trusting read-model rows a repair rewrote.
+
+    The totals projection once kept each account's currency in the process,
+    read from its ``TotalsAccount`` row: after a repair of a wrong row the
+    worker went on counting the account's money under the wrong currency.
+    """
+    account = open_account(make_user(), balance=100)
+    catch_up()
+    # The read model goes wrong (the damage verify and repair are for) before
+    # the worker reads it.
+    TotalsAccount.objects.filter(stream_id=account.stream_id).update(currency="USD")
+
+    def subscriptions_caught_up() -> bool:
+        return all(status.lag == 0 for status in subscription_status())
+
+    start_celery_worker(concurrency=1)  # one process handles every deposit
+    accounts.deposit(account_id=account.id, amount=50, actor=None)
+    wait_for(subscriptions_caught_up, message="the worker to project the deposit")
+    assert verification.verify("transfers.totals").outcome == CheckRun.Outcome.DRIFT
+
+    assert verification.repair("transfers.totals").outcome == CheckRun.Outcome.OK
+    accounts.deposit(account_id=account.id, amount=25, actor=None)
+    wait_for(subscriptions_caught_up, message="the worker to project the deposit")
+
+    assert set(selectors.totals_snapshot()["currencies"]) == {"EUR"}
+    assert verification.verify("transfers.totals").outcome == CheckRun.Outcome.OK
