@@ -25,6 +25,7 @@ from .idempotency import idempotent
 from .pagination import PageNumberPagination, paginated
 from .permissions import (
     MOVE_CASH,
+    OPEN_ACCOUNT_FOR_OTHERS,
     OPERATE_ACCOUNT,
     require_may_open_for,
     require_permission,
@@ -191,6 +192,13 @@ class AccountsApi(APIView):
         data = parse(self.CreateInputSerializer, request.data)
         owner = request.user
         if data.get("owner") is not None and data["owner"] != request.user.username:
+            # Refused before the lookup: "no such user" would tell anyone which
+            # usernames the bank has.
+            require_permission(
+                request.user,
+                OPEN_ACCOUNT_FOR_OTHERS,
+                "Only tellers open accounts for others.",
+            )
             owner = selectors.user_by_username(data["owner"])
             if owner is None:
                 raise ValidationError({"owner": ["No user has this username."]})
@@ -425,7 +433,9 @@ class AccountEventsApi(APIView):
         schema_version = serializers.IntegerField()
         data = serializers.DictField()
         metadata = serializers.DictField(
-            help_text="Acting user, request and idempotency key: staff only."
+            help_text="Staff see all of it: acting user, request and correlation "
+            "ids, idempotency key. Customers see only `causation_id` (the event "
+            "that caused this one), when there is one."
         )
         recorded_at = serializers.DateTimeField()
 

@@ -101,6 +101,11 @@ def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
     return body
 
 
+def bank_error_response(error: BankError) -> Response:
+    """Answer a bank error: its status, ``{"code", "detail"}``."""
+    return Response(error_body(error.code, error.detail), status=error.status)
+
+
 def _fields(detail) -> dict:
     """Turn DRF's nested validation detail into ``{field: [messages]}``."""
     if isinstance(detail, dict):
@@ -120,7 +125,7 @@ def exception_handler(exc, context):
     """Answer every error the API can meet as ``{"code", "detail", "fields"?}``."""
     if isinstance(exc, BankError):
         set_rollback()
-        return Response(error_body(exc.code, exc.detail), status=exc.status)
+        return bank_error_response(exc)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages

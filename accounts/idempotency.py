@@ -6,12 +6,16 @@ answer there. So:
 
 - a repeat with the same key, user and body gets the first answer again
   (``Idempotent-Replayed: true``) and changes nothing;
+- the first answer is a success (2xx) or a business refusal (422, such as
+  ``insufficient_funds``): the command runs in a savepoint, and a refusal
+  rolls back only that, keeping the claim and storing the refusal. A retry
+  of a refused withdrawal must not take money that arrived since;
+- any other error (400, 403, 404, 409, 503 ...) rolls the claim back with
+  everything else, so the key is free for a corrected retry;
 - the same key with another body (or another endpoint) answers 409
   ``idempotency_key_reused``;
 - two concurrent requests with one key cannot both run: the second waits on
-  the first's row (the unique index) and then replays its answer;
-- a command that fails rolls its claim back with everything else, so the
-  key is free for a corrected retry: only successful answers are replayed.
+  the first's row (the unique index) and then replays its answer.
 
 Keys expire ``IDEMPOTENCY_KEY_TTL_HOURS`` after first use (24 hours by
 default): an expired key is claimed afresh. ``purge_expired_keys`` (the
@@ -35,10 +39,13 @@ from rest_framework.response import Response
 
 from eventstore.context import metadata_context
 
+from .api_errors import bank_error_response
 from .errors import BankError
 from .models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
+# The status of a business refusal: the one error answer a key keeps.
+REFUSAL_STATUS = 422
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 PARAMETER = OpenApiParameter(
@@ -48,8 +55,9 @@ PARAMETER = OpenApiParameter(
     required=False,
     description=(
         "Up to 255 printable ASCII characters. A repeat with the same key and "
-        "body returns the first answer and changes nothing; the same key with "
-        "another body answers 409. Keys expire after 24 hours."
+        "body returns the first answer (a success or a 422 refusal) and changes "
+        "nothing; after any other error the key is free for a corrected retry. "
+        "The same key with another body answers 409. Keys expire after 24 hours."
     ),
 )
 
@@ -77,24 +85,33 @@ def idempotent(post):
             claimed = _claim(request.user.pk, key, request_hash)
             if claimed is None:
                 return _replay(request.user.pk, key, request_hash)
-            with metadata_context(idempotency_key=key):
-                response = post(view, request, *args, **kwargs)
-            if not 200 <= response.status_code < 300:
-                transaction.set_rollback(True)
-                return response
-            headers = (
-                {"Location": response["Location"]}
-                if response.has_header("Location")
-                else {}
-            )
-            IdempotencyKey.objects.filter(pk=claimed).update(
-                response_status=response.status_code,
-                response_body=response.data,
-                response_headers=headers,
-            )
+            try:
+                # A savepoint: a refusal undoes the command, not the claim.
+                with transaction.atomic(), metadata_context(idempotency_key=key):
+                    response = post(view, request, *args, **kwargs)
+            except BankError as error:
+                if error.status != REFUSAL_STATUS:
+                    raise
+                response = bank_error_response(error)
+            else:
+                if not 200 <= response.status_code < 300:
+                    transaction.set_rollback(True)
+                    return response
+            _store(claimed, response)
             return response
 
     return wrapper
+
+
+def _store(row_id: int, response: Response) -> None:
+    headers = (
+        {"Location": response["Location"]} if response.has_header("Location") else {}
+    )
+    IdempotencyKey.objects.filter(pk=row_id).update(
+        response_status=response.status_code,
+        response_body=response.data,
+        response_headers=headers,
+    )
 
 
 def _hash(request) -> str:
@@ -142,8 +159,8 @@ def claim_form(user_id: int, form_id) -> bool:
     """Claim a back-office form's one-time id in this transaction.
 
     Return False if the form was sent before (a double click, a reload): the
-    view then does nothing again. As with the API's keys, a command that
-    fails rolls the claim back with it.
+    view then does nothing again. A command that fails, refused or not, rolls
+    the claim back with it.
     """
     return _claim(user_id, f"form-{form_id}", _BACK_OFFICE_FORM) is not None
 

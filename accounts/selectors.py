@@ -143,10 +143,22 @@ def account_detail(*, user, account_id) -> AccountRecord:
     return account_record(account)
 
 
+def account_exists(account_id: uuid.UUID) -> bool:
+    """Tell whether the account exists, projected yet or not."""
+    return (
+        AccountBalance.objects.filter(id=account_id).exists()
+        or Event.objects.filter(
+            stream_id=Account.stream_id_for(account_id), version=1
+        ).exists()
+    )
+
+
 def require_visible(*, user, account_id) -> uuid.UUID:
     """Return the account id if ``user`` may see it; else ``UnknownAccount``."""
     account_id = parse_account_id(account_id)
     if user.has_perm(VIEW_ANY_ACCOUNT):
+        if not account_exists(account_id):
+            raise UnknownAccount(account=account_id)
         return account_id
     if AccountBalance.objects.filter(id=account_id, owner_id=user.pk).exists():
         return account_id
@@ -195,9 +207,10 @@ def account_events(*, user, account_id) -> QuerySet[Event]:
     )
 
 
-# Metadata every reader may see; the rest (acting user, request, idempotency
-# key) is for staff only.
-PUBLIC_METADATA = ("correlation_id", "causation_id")
+# Metadata every reader may see; the rest (acting user, request and
+# correlation ids, idempotency key) is for staff only. The correlation id is
+# the request id unless the caller sent one.
+PUBLIC_METADATA = ("causation_id",)
 
 
 def event_records(events, *, user) -> list[EventRecord]:

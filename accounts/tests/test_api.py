@@ -148,6 +148,18 @@ def test_an_unknown_owner_answers_400(teller):
     assert "owner" in response.json()["fields"]
 
 
+@pytest.mark.parametrize("role", ["customer", "auditor"])
+def test_naming_an_unknown_owner_without_the_right_answers_403_as_a_known_one(
+    request, role, other_customer
+):
+    # A 400 "no such user" would tell anyone which usernames the bank has.
+    client = client_for(request.getfixturevalue(role))
+    known = post(client, "/api/accounts/", {"currency": "EUR", "owner": "bob"})
+    unknown = post(client, "/api/accounts/", {"currency": "EUR", "owner": "nobody"})
+    assert known.status_code == unknown.status_code == 403
+    assert unknown.json() == known.json()
+
+
 @pytest.mark.parametrize(
     "body, field",
     [
@@ -268,6 +280,18 @@ def test_customer_a_cannot_read_customer_bs_account(
 @pytest.mark.parametrize("account_id", ["not-a-uuid", str(uuid.uuid4()), "1"])
 def test_unknown_or_malformed_account_ids_answer_404(teller, account_id):
     response = client_for(teller).get(url(account_id))
+    assert response.status_code == 404
+    assert response.json()["code"] == "unknown_account"
+
+
+@pytest.mark.parametrize(
+    "path", ["ledger/", "events/", "balance/?at=2024-05-31T12:00:00Z"]
+)
+@pytest.mark.parametrize("role", ["teller", "auditor"])
+def test_staff_reading_an_account_that_does_not_exist_get_404(request, role, path):
+    # Not an empty statement or a zero balance: that would say it exists.
+    client = client_for(request.getfixturevalue(role))
+    response = client.get(url(uuid.uuid4()) + path)
     assert response.status_code == 404
     assert response.json()["code"] == "unknown_account"
 
@@ -731,6 +755,21 @@ def test_events_show_request_metadata_to_staff_only(teller, customer, open_accou
     assert staff_view["results"][1]["metadata"]["actor_id"] == teller.pk
     assert "actor_id" not in customer_view["results"][1]["metadata"]
     assert "request_id" not in customer_view["results"][1]["metadata"]
+
+
+def test_a_customer_does_not_see_the_request_id_of_staff_requests(
+    teller, customer, open_account
+):
+    # The correlation id defaults to the request id: it is request metadata too.
+    account = open_account(customer)
+    deposit = post(client_for(teller), url(account.id, "deposit"), {"amount": 10})
+    request_id = deposit["X-Request-ID"]
+    staff_view = client_for(teller).get(url(account.id, "events")).json()
+    assert staff_view["results"][-1]["metadata"]["request_id"] == request_id
+    customer_view = client_for(customer).get(url(account.id, "events")).json()
+    shown = customer_view["results"][-1]["metadata"]
+    assert request_id not in shown.values()
+    assert "correlation_id" not in shown
 
 
 def test_balance_at_a_moment(teller, customer, open_account):

@@ -9,7 +9,8 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts import services
-from accounts.events import Deposited
+from accounts.errors import InsufficientFunds
+from accounts.events import Deposited, Withdrawn
 from accounts.models import IdempotencyKey
 from accounts.tasks import purge_idempotency_keys
 from eventstore.store import read_stream
@@ -20,6 +21,12 @@ from .test_api import client_for, post, url
 def deposits(account_id) -> int:
     return sum(
         isinstance(e.event, Deposited) for e in read_stream(f"account-{account_id}")
+    )
+
+
+def withdrawals(account_id) -> int:
+    return sum(
+        isinstance(e.event, Withdrawn) for e in read_stream(f"account-{account_id}")
     )
 
 
@@ -95,18 +102,42 @@ def test_keys_belong_to_one_user(teller, customer, open_account):
 
 
 @pytest.mark.django_db
-def test_a_refused_command_leaves_the_key_free_for_a_retry(
+def test_a_repeat_of_a_refused_withdrawal_replays_the_refusal_and_moves_no_money(
     teller, customer, open_account
 ):
-    account = open_account(customer)
+    account = open_account(customer, balance=100)
     client = client_for(teller)
     headers = {"HTTP_IDEMPOTENCY_KEY": "wd-1"}
-    refused = post(client, url(account.id, "withdraw"), {"amount": 5}, **headers)
-    assert refused.status_code == 422
-    assert not IdempotencyKey.objects.filter(key="wd-1").exists()
-    services.deposit(account_id=account.id, amount=5, actor=teller)
+    refused = post(client, url(account.id, "withdraw"), {"amount": 500}, **headers)
+    without_key = post(client, url(account.id, "withdraw"), {"amount": 500})
+    assert (refused.status_code, refused.json()) == (422, without_key.json())
+    services.deposit(account_id=account.id, amount=1000, actor=teller)
+
+    repeat = post(client, url(account.id, "withdraw"), {"amount": 500}, **headers)
+
+    assert (repeat.status_code, repeat.json()) == (422, refused.json())
+    assert repeat["Idempotent-Replayed"] == "true"
+    assert withdrawals(account.id) == 0
+    assert services.get_account(account.id).balance == 1100
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "action, body, status",
+    [("withdraw", {"amount": 0}, 400), ("freeze", {}, 403)],
+)
+def test_an_error_other_than_a_refusal_leaves_the_key_free_for_a_retry(
+    teller, customer, open_account, action, body, status
+):
+    account = open_account(customer, balance=5)
+    client = client_for(teller)
+    headers = {"HTTP_IDEMPOTENCY_KEY": "wd-2"}
+    failed = post(client, url(account.id, action), body, **headers)
+    assert failed.status_code == status
+    assert not IdempotencyKey.objects.filter(key="wd-2").exists()
     retried = post(client, url(account.id, "withdraw"), {"amount": 5}, **headers)
     assert retried.status_code == 200
+    assert not retried.has_header("Idempotent-Replayed")
 
 
 @pytest.mark.django_db
@@ -214,3 +245,62 @@ def test_two_concurrent_requests_with_one_key_run_once(
     assert sorted(a.has_header("Idempotent-Replayed") for a in answers) == [False, True]
     assert deposits(account.id) == 1
     assert services.get_account(account.id).balance == 25
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_requests_with_one_key_both_answer_the_first_refusal(
+    teller, customer, open_account, monkeypatch
+):
+    account = open_account(customer, balance=100)
+    real_withdraw = services.withdraw
+
+    def fund_in_another_transaction():
+        try:
+            services.deposit(account_id=account.id, amount=1000, actor=teller)
+        finally:
+            connection.close()
+
+    def refused_then_funded(**kwargs):
+        try:
+            return real_withdraw(**kwargs)
+        except InsufficientFunds:
+            # Money arrives while the refused request still holds the key (and
+            # the other request waits on it): running the command again would
+            # now take it.
+            funding = threading.Thread(target=fund_in_another_transaction)
+            funding.start()
+            funding.join()
+            time.sleep(0.5)
+            raise
+
+    monkeypatch.setattr(services, "withdraw", refused_then_funded)
+    start = threading.Barrier(2)
+    answers = []
+
+    def send():
+        try:
+            client = client_for(teller)
+            start.wait()
+            answers.append(
+                post(
+                    client,
+                    url(account.id, "withdraw"),
+                    {"amount": 500},
+                    HTTP_IDEMPOTENCY_KEY="refused-race",
+                )
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [a.status_code for a in answers] == [422, 422]
+    assert answers[0].json() == answers[1].json()
+    assert answers[0].json()["code"] == "insufficient_funds"
+    assert sorted(a.has_header("Idempotent-Replayed") for a in answers) == [False, True]
+    assert withdrawals(account.id) == 0
+    assert services.get_account(account.id).balance == 1100
