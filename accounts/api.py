@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from . import selectors, services
 from .api_errors import WRITE_ERRORS, error_responses
+from .api_schema import location_header
 from .domain import SUPPORTED_CURRENCIES, is_valid_account_number
 from .idempotency import PARAMETER as IDEMPOTENCY_KEY
 from .idempotency import idempotent
@@ -173,7 +174,10 @@ class AccountsApi(APIView):
         summary="Open an account",
         description="Opens an account for you, or (tellers) for `owner`. "
         "Answers 201 with a `Location` header.",
-        parameters=[IDEMPOTENCY_KEY],
+        parameters=[
+            IDEMPOTENCY_KEY,
+            location_header(201, "The new account's URL: `/api/accounts/{id}/`."),
+        ],
         request=CreateInputSerializer,
         responses={
             201: AccountOutputSerializer,

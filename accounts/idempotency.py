@@ -32,7 +32,6 @@ import re
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -46,18 +45,22 @@ from .models import IdempotencyKey
 HEADER = "Idempotency-Key"
 # The status of a business refusal: the one error answer a key keeps.
 REFUSAL_STATUS = 422
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+_KEY_MAX_LENGTH = 255
+# Printable ASCII, no spaces; the schema declares this same pattern.
+_KEY = re.compile(rf"^[\x21-\x7e]{{1,{_KEY_MAX_LENGTH}}}$")
 
 PARAMETER = OpenApiParameter(
     name=HEADER,
-    type=OpenApiTypes.STR,
+    type={"type": "string", "minLength": 1, "maxLength": _KEY_MAX_LENGTH},
+    pattern=_KEY.pattern,
     location=OpenApiParameter.HEADER,
     required=False,
     description=(
-        "Up to 255 printable ASCII characters. A repeat with the same key and "
-        "body returns the first answer (a success or a 422 refusal) and changes "
-        "nothing; after any other error the key is free for a corrected retry. "
-        "The same key with another body answers 409. Keys expire after 24 hours."
+        f"Up to {_KEY_MAX_LENGTH} printable ASCII characters. A repeat with the "
+        "same key and body returns the first answer (a success or a 422 "
+        "refusal) and changes nothing; after any other error the key is free "
+        "for a corrected retry. The same key with another body answers 409. "
+        "Keys expire after 24 hours."
     ),
 )
 
@@ -76,7 +79,7 @@ def idempotent(post):
         key = request.headers.get(HEADER)
         if key is None:
             return post(view, request, *args, **kwargs)
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise ValidationError(
                 {HEADER: ["Use 1 to 255 printable ASCII characters."]}
             )

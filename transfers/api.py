@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api_errors import WRITE_ERRORS, error_responses
+from accounts.api_schema import location_header
 from accounts.idempotency import PARAMETER as IDEMPOTENCY_KEY
 from accounts.idempotency import idempotent
 from accounts.pagination import PageNumberPagination, paginated
@@ -88,7 +89,13 @@ class TransfersApi(APIView):
         "header; a worker then debits the source and credits the target. A "
         "refusal found later (insufficient funds, a frozen or closed account) "
         "ends the transfer `failed` with a `failure_reason`.",
-        parameters=[IDEMPOTENCY_KEY],
+        parameters=[
+            IDEMPOTENCY_KEY,
+            location_header(
+                202,
+                "The transfer's URL, to follow its outcome: `/api/transfers/{id}/`.",
+            ),
+        ],
         request=CreateInputSerializer,
         responses={
             202: TransferOutputSerializer,

@@ -1,8 +1,12 @@
-"""Property-based run of schemathesis over the transfers endpoints' OpenAPI.
+"""The OpenAPI schema describes what the transfers endpoints really answer.
 
 The same checks as accounts/tests/test_schema.py, over /api/transfers and
-/api/totals: no 5xx, and every answer as the schema documents it.
+/api/totals: no 5xx, and every answer as the schema documents it. That
+module also checks the headers every operation shares (``Retry-After``,
+``Idempotent-Replayed``, ``Idempotency-Key``).
 """
+
+import json
 
 import pytest
 import schemathesis
@@ -12,6 +16,7 @@ from conftest import schema_test_settings
 from transfers import services
 
 from .factories import make_user, open_account
+from .test_api import client_for, post_transfer
 
 schema = schemathesis.pytest.from_fixture("api_schema").include(
     path_regex=r"^/api/(transfers|totals)"
@@ -41,3 +46,17 @@ def test_the_transfers_api_answers_as_its_schema_says(
     case.call_and_validate(
         headers={"Authorization": f"Token {superuser_token}"}, checks=CHECKS
     )
+
+
+@pytest.mark.django_db
+def test_the_location_of_a_requested_transfer_is_documented():
+    owner = make_user()
+    source, target = open_account(owner, balance=1000), open_account(owner)
+    response = post_transfer(owner, source, target)
+    assert response.status_code == 202
+    assert response["Location"] == f"/api/transfers/{response.json()['id']}/"
+
+    schema = json.loads(client_for(owner).get("/api/schema/?format=json").content)
+
+    created = schema["paths"]["/api/transfers/"]["post"]["responses"]["202"]
+    assert "Location" in created.get("headers", {})
