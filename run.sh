@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bring the whole bank up with one command: virtual environment, database,
-# migrations, demo data (once), then the web server (gunicorn), a Celery
-# worker and Celery beat. Ctrl-C stops everything.
+# migrations, demo data (once, and only with DEBUG on), then the web server
+# (gunicorn), a Celery worker and Celery beat. Ctrl-C stops everything.
 #
 #   ./run.sh [--port PORT]          (or PORT=8001 ./run.sh)
 #
@@ -105,7 +105,9 @@ fi
 
 credentials=""
 if [ "${DEMO_DATA:-1}" != 0 ]; then
-    if $PY manage.py help load_demo_data >/dev/null 2>&1; then
+    if debug_is_off; then
+        say "no demo data: its passwords are known, so not with DEBUG off (DEBUG=1 ./run.sh loads it)"
+    elif $PY manage.py help load_demo_data >/dev/null 2>&1; then
         say "demo data"
         # stdout is the credentials (shown again at the end); the progress bar
         # goes to stderr.

@@ -12,15 +12,115 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Connection
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def env_bool(name: str, default: bool) -> bool:
+    """Return the boolean in the environment variable ``name``, or ``default``.
+
+    A word that is neither on nor off is refused rather than taken as off:
+    ``DEBUG=ture`` must not start the site in production mode.
+    """
     value = os.environ.get(name)
     if value is None:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is neither on nor off: use {', '.join(TRUE_WORDS)} or"
+        f" {', '.join(FALSE_WORDS)} (any case)."
+    )
+
+
+def env_int(
+    name: str, default: int, *, minimum: int, maximum: int | None = None
+) -> int:
+    """Return the whole number in the environment variable ``name``, or ``default``.
+
+    Refuse anything else at start-up, naming the variable, instead of a bare
+    ``ValueError`` (or, pasted into the connection options, a database that
+    refuses every connection).
+    """
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a whole number (the default is {default})."
+        ) from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r} is below its minimum, {minimum}.")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={value!r} is above its maximum, {maximum}.")
+    return number
+
+
+def env_seconds(name: str, default: float, *, minimum: float) -> float:
+    """Return the seconds (a fraction allowed) in ``name``, or ``default``."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan  # refused below, as "nan" and "inf" are
+    if not math.isfinite(seconds):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a number of seconds (the default is {default})."
+        )
+    if seconds < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r} is below its minimum, {minimum}.")
+    return seconds
+
+
+def database_from_url(url: str) -> dict:
+    """Return the ``DATABASES`` entry for ``DATABASE_URL``, refusing a malformed one.
+
+    The URL is not quoted back: it may hold a password.
+    """
+    try:
+        return dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except dj_database_url.UnknownSchemeError:
+        problem = (
+            "it is empty (unset it for the default)"
+            if not url.strip()
+            else "it does not start with a scheme it knows and ://"
+        )
+    except ValueError:
+        problem = (
+            "it is not a valid URL (is the port a number? does the password"
+            " need %-quoting?)"
+        )
+    raise ImproperlyConfigured(
+        f"DATABASE_URL is malformed: {problem}. Give one such as"
+        " postgres://USER:PASSWORD@HOST:5432/NAME or sqlite:///PATH."
+    )
+
+
+def refuse_malformed_broker_url(url: str) -> None:
+    """Refuse a ``CELERY_BROKER_URL`` whose transport or port kombu cannot use.
+
+    kombu resolves both when given the URL, without connecting; otherwise a
+    typo shows only when the first task is sent.
+    """
+    try:
+        Connection(url)
+    except (KeyError, ValueError, ImportError) as error:
+        reason = error.args[0] if error.args else type(error).__name__
+        raise ImproperlyConfigured(
+            f"CELERY_BROKER_URL is malformed: {reason}"
+        ) from None
 
 
 DEBUG = env_bool("DEBUG", True)
@@ -88,13 +188,9 @@ TEMPLATES = [
 WSGI_APPLICATION = "banksite.wsgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bank")
-DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL,
-        conn_max_age=60,
-        conn_health_checks=True,
-    )
-}
+# PostgreSQL's largest timeout, in milliseconds (0 turns a timeout off).
+POSTGRESQL_MAX_TIMEOUT_MS = 2**31 - 1
+DATABASES = {"default": database_from_url(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes SQLite's write lock at BEGIN, so concurrent writers queue
     # instead of failing half-way through a transaction.
@@ -105,13 +201,13 @@ else:
         "TEST_DATABASE_NAME", "test_bank"
     )
     database_options = DATABASES["default"].setdefault("OPTIONS", {})
-    # Fail fast (and answer 503) instead of hanging on an unreachable server.
-    if "DATABASE_CONNECT_TIMEOUT" in os.environ:
-        database_options["connect_timeout"] = int(
-            os.environ["DATABASE_CONNECT_TIMEOUT"]
-        )
-    else:
-        database_options.setdefault("connect_timeout", 5)
+    # Fail fast (and answer 503) instead of hanging on an unreachable server
+    # (libpq waits forever with 0). The variable wins over the URL's option.
+    database_options["connect_timeout"] = env_int(
+        "DATABASE_CONNECT_TIMEOUT",
+        database_options.get("connect_timeout", 5),
+        minimum=1,
+    )
     # psycopg's default, which Django turns off for connection poolers (none
     # here): a server-side bound statement run a few times on a connection is
     # prepared. That is the event store's append; Django binds its own
@@ -119,11 +215,21 @@ else:
     database_options["prepare_threshold"] = 5
     # A hung worker must not hold a partition's lease (its checkpoint row
     # lock) or a partition head forever: the server ends such sessions.
+    idle_in_transaction_timeout_ms = env_int(
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        60000,
+        minimum=0,
+        maximum=POSTGRESQL_MAX_TIMEOUT_MS,
+    )
+    statement_timeout_ms = env_int(
+        "DATABASE_STATEMENT_TIMEOUT_MS",
+        60000,
+        minimum=0,
+        maximum=POSTGRESQL_MAX_TIMEOUT_MS,
+    )
     session_timeouts = (
-        "-c idle_in_transaction_session_timeout="
-        + os.environ.get("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "60000")
-        + " -c statement_timeout="
-        + os.environ.get("DATABASE_STATEMENT_TIMEOUT_MS", "60000")
+        f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"
+        f" -c statement_timeout={statement_timeout_ms}"
     )
     # After the URL's own ``options`` (a search_path, say), not instead.
     database_options["options"] = " ".join(
@@ -134,8 +240,11 @@ else:
 # over whole read models and the event table, which take longer as the store
 # grows: in their own transactions they get this statement timeout instead of
 # the sessions' one above (eventstore.verification, SET LOCAL).
-DATABASE_JOB_STATEMENT_TIMEOUT_MS = int(
-    os.environ.get("DATABASE_JOB_STATEMENT_TIMEOUT_MS", "3600000")
+DATABASE_JOB_STATEMENT_TIMEOUT_MS = env_int(
+    "DATABASE_JOB_STATEMENT_TIMEOUT_MS",
+    3600000,
+    minimum=0,
+    maximum=POSTGRESQL_MAX_TIMEOUT_MS,
 )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -173,7 +282,7 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
@@ -225,13 +334,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "bank")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+if not CELERY_TASK_ALWAYS_EAGER:  # eager tasks never reach the broker
+    refuse_malformed_broker_url(CELERY_BROKER_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-EVENTSTORE_SWEEP_SECONDS = float(os.environ.get("EVENTSTORE_SWEEP_SECONDS", "5"))
+EVENTSTORE_SWEEP_SECONDS = env_seconds("EVENTSTORE_SWEEP_SECONDS", 5.0, minimum=0.1)
 CELERY_BEAT_SCHEDULE = {
     "eventstore-sweep": {
         "task": "eventstore.tasks.sweep_partitions",
@@ -271,7 +382,7 @@ REST_FRAMEWORK = {
     # append to X-Forwarded-For it is taken from there; with none (0) it is
     # the connection's and the header is ignored: a client may write anything
     # in it, and would pass the login throttle.
-    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bank back office API",
@@ -282,18 +393,16 @@ SPECTACULAR_SETTINGS = {
 }
 # Django's model backend with a user's permissions loaded in one query.
 AUTHENTICATION_BACKENDS = ["accounts.permissions.PermissionBackend"]
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("API_MAX_BODY_BYTES", "262144"))
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 262144, minimum=1)
 # How long an Idempotency-Key's first answer is kept and replayed.
-IDEMPOTENCY_KEY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_KEY_TTL_HOURS", "24"))
+IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24, minimum=1)
 
 # Transfers pending or debited for longer than this are shown as stuck.
-TRANSFERS_STUCK_AFTER_SECONDS = int(
-    os.environ.get("TRANSFERS_STUCK_AFTER_SECONDS", "300")
-)
+TRANSFERS_STUCK_AFTER_SECONDS = env_int("TRANSFERS_STUCK_AFTER_SECONDS", 300, minimum=1)
 
 # Mail, for the alerts to operations staff; Django's defaults otherwise.
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
-EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
@@ -302,7 +411,7 @@ SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "root@localhost")
 
 # Event store: the number of partitions is fixed for the life of the event
 # table (changing it is an offline operation, see README).
-EVENTSTORE_PARTITIONS = int(os.environ.get("EVENTSTORE_PARTITIONS", "16"))
+EVENTSTORE_PARTITIONS = env_int("EVENTSTORE_PARTITIONS", 16, minimum=1)
 
 # One line per record with the request id and correlation id of the request
 # or event being handled; JSON lines with LOG_FORMAT=json.

@@ -1,5 +1,8 @@
 """Settings read from the environment, as README's "Configuration" lists them."""
 
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
 from .servers import settings_from_environment
 
 
@@ -98,3 +101,92 @@ def test_test_workers_get_the_database_url_with_its_password_and_options(
     assert database_url("test_bank_gw1") == (
         "postgres://bank:p%40ss@db.example.com:5433/test_bank_gw1?sslmode=require"
     )
+
+
+def test_session_timeouts_are_read_from_the_environment():
+    options = database_options(
+        DATABASE_STATEMENT_TIMEOUT_MS="1500",
+        DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS="0",
+    )
+
+    assert "-c statement_timeout=1500" in options["options"]
+    assert "-c idle_in_transaction_session_timeout=0" in options["options"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DATABASE_CONNECT_TIMEOUT",
+        "DATABASE_JOB_STATEMENT_TIMEOUT_MS",
+        "EVENTSTORE_PARTITIONS",
+        "SECURE_HSTS_SECONDS",
+        "TRANSFERS_STUCK_AFTER_SECONDS",
+        "NUM_PROXIES",
+        "API_MAX_BODY_BYTES",
+        "IDEMPOTENCY_KEY_TTL_HOURS",
+        "EMAIL_PORT",
+    ],
+)
+def test_a_number_setting_that_is_not_a_whole_number_is_refused_naming_it(name):
+    with pytest.raises(ImproperlyConfigured, match=f"^{name}='5s' is not a whole"):
+        settings_from_environment(**{name: "5s"})
+
+
+@pytest.mark.parametrize(
+    "name", ["DATABASE_STATEMENT_TIMEOUT_MS", "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS"]
+)
+def test_a_session_timeout_that_is_not_a_number_is_refused_naming_it(name):
+    # Pasted into the connection options, it would pass the start and then
+    # have PostgreSQL refuse every connection.
+    with pytest.raises(ImproperlyConfigured, match=f"^{name}='1min'"):
+        settings_from_environment(**{name: "1min"})
+
+
+@pytest.mark.parametrize("count", ["0", "-4"])
+def test_a_partition_count_below_one_is_refused(count):
+    with pytest.raises(ImproperlyConfigured, match="^EVENTSTORE_PARTITIONS="):
+        settings_from_environment(EVENTSTORE_PARTITIONS=count)
+
+
+@pytest.mark.parametrize("seconds", ["5s", "0", "nan", "inf"])
+def test_a_sweep_interval_that_is_not_a_positive_number_is_refused(seconds):
+    with pytest.raises(ImproperlyConfigured, match="^EVENTSTORE_SWEEP_SECONDS="):
+        settings_from_environment(EVENTSTORE_SWEEP_SECONDS=seconds)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "postgres//postgres@127.0.0.1:5432/bank",
+        "postgres://bank:s3cret@db.example.com:port/bank",
+    ],
+)
+def test_a_malformed_database_url_is_refused_naming_it_without_its_password(url):
+    with pytest.raises(
+        ImproperlyConfigured, match="^DATABASE_URL is malformed"
+    ) as refused:
+        settings_from_environment(DATABASE_URL=url)
+
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["ture", "enabled", "2", ""])
+def test_debug_that_is_neither_on_nor_off_is_refused(value):
+    with pytest.raises(ImproperlyConfigured, match="^DEBUG=") as refused:
+        settings_from_environment(DEBUG=value, SECRET_KEY="k" * 50)
+
+    assert "1, true, yes, on or 0, false, no, off" in str(refused.value)
+
+
+def test_a_broker_url_with_an_unknown_transport_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="^CELERY_BROKER_URL .*reddis"):
+        settings_from_environment(CELERY_BROKER_URL="reddis://127.0.0.1:6379/0")
+
+
+def test_the_broker_url_is_not_checked_when_tasks_run_in_process():
+    settings = settings_from_environment(
+        CELERY_BROKER_URL="reddis://127.0.0.1:6379/0", CELERY_TASK_ALWAYS_EAGER="1"
+    )
+
+    assert settings["CELERY_TASK_ALWAYS_EAGER"] is True

@@ -58,6 +58,24 @@ def test_health_is_unavailable_when_the_broker_hangs(client, settings):
     assert "timeout" in body["broker"]["error"].lower()
 
 
+@pytest.mark.parametrize(
+    "broker_url",
+    ["redis://127.0.0.1:6379/notanumber", "reddis://127.0.0.1:6379/0"],
+)
+def test_health_is_unavailable_when_the_broker_url_is_malformed(
+    client, settings, broker_url
+):
+    settings.CELERY_BROKER_URL = broker_url
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"]["ok"] is True
+    assert body["broker"]["ok"] is False
+    assert body["broker"]["error"]
+
+
 def test_health_is_unavailable_when_the_partition_count_is_not_the_stores(
     client, settings, unchecked_partition_count
 ):

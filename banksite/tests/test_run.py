@@ -183,3 +183,35 @@ def test_run_sh_reads_debug_as_on_as_the_settings_do(debug):
     result = run_sh_function("debug_is_off", DEBUG=debug)
 
     assert result.returncode == 1, result.stderr
+
+
+def test_run_sh_with_debug_off_skips_the_demo_data_and_goes_on(tmp_path):
+    """The demo data's passwords are known: load_demo_data refuses with DEBUG off.
+
+    Only run.sh's demo-data step (and ``debug_is_off``, which it calls) runs.
+    """
+    steps = '/^debug_is_off() {/,/^}/p; /^credentials=""$/,/^fi$/p'
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'set -euo pipefail; say() { echo "==> $*"; }; '
+            f"source <(sed -n '{steps}' run.sh); echo went-on",
+        ],
+        cwd=ROOT,
+        env=clean_environment(
+            PY=sys.executable,
+            DEBUG="0",
+            SECRET_KEY="k" * 50,
+            DATABASE_URL=f"sqlite:///{tmp_path / 'bank.sqlite3'}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    lines = result.stdout.splitlines()
+    assert lines[-1:] == ["went-on"], result.stdout + result.stderr
+    (said,) = lines[:-1]
+    assert said.startswith("==> no demo data") and "DEBUG off" in said, said
+    assert "DEBUG=1" in said  # how to get it

@@ -134,6 +134,20 @@ class TestHandling:
             call_command("subscriptions", "--retry", tallies.name, partition)
 
     @pytest.mark.parametrize(
+        ("arguments", "refusal"),
+        [
+            (["--retry", tallies.name, "three"], "PARTITION must be .* not 'three'"),
+            (["--skip", tallies.name, "two", "1"], "PARTITION must be .* not 'two'"),
+            (["--skip", tallies.name, "2", "latest"], "SEQUENCE must be .* 'latest'"),
+        ],
+    )
+    def test_the_subscriptions_command_names_an_argument_that_is_not_a_number(
+        self, arguments, refusal
+    ):
+        with pytest.raises(CommandError, match=refusal):
+            call_command("subscriptions", *arguments, "--reason", "poison")
+
+    @pytest.mark.parametrize(
         ("schema_version", "reason"),
         [(9, "newer than this code"), (1, "cannot upcast")],  # v1 had "count"
     )

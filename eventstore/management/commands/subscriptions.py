@@ -25,12 +25,15 @@ class Command(BaseCommand):
     def handle(self, *args, retry=None, skip=None, reason="", **options):
         try:
             if retry:
-                subscriptions.retry_partition(retry[0], int(retry[1]))
+                partition = whole_number(retry[1], "PARTITION")
+                subscriptions.retry_partition(retry[0], partition)
                 self.stdout.write(f"{retry[0]}[{retry[1]}] will retry now")
                 return
             if skip:
+                partition = whole_number(skip[1], "PARTITION")
+                sequence = whole_number(skip[2], "SEQUENCE")
                 skipped = subscriptions.skip_failed_event(
-                    skip[0], int(skip[1]), sequence=int(skip[2]), reason=reason
+                    skip[0], partition, sequence=sequence, reason=reason
                 )
                 self.stdout.write(
                     f"{skip[0]}[{skip[1]}] skipped sequence {skipped.sequence}"
@@ -67,3 +70,13 @@ class Command(BaseCommand):
         self.stdout.write(
             f"total lag {total_lag} events, {stopped} stopped partition(s)"
         )
+
+
+def whole_number(value: str, argument: str) -> int:
+    """Return ``value`` as an int, or refuse it naming the argument it was given for."""
+    try:
+        return int(value)
+    except ValueError:
+        raise CommandError(
+            f"{argument} must be a whole number, not {value!r}"
+        ) from None
