@@ -73,9 +73,14 @@ export PYTHONUNBUFFERED=1
 # --- PostgreSQL and Redis, or the embedded fallback
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bank}"
 export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
-if found="$($PY -m banksite.preflight)"; then
+preflight=0
+found="$($PY -m banksite.preflight)" || preflight=$?
+if [ "$preflight" = 0 ]; then
     EMBEDDED=0
     say "using $found"
+elif [ "$preflight" = 2 ]; then # a malformed setting: no fallback hides it
+    say "$found"
+    exit 1
 else
     EMBEDDED=1
     case "$DATABASE_URL" in

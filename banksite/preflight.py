@@ -3,15 +3,20 @@
 ``python -m banksite.preflight`` checks that the database in ``DATABASE_URL``
 and the broker in ``CELERY_BROKER_URL`` (localhost defaults) answer, creating
 the PostgreSQL database if the server is up but the database is missing. It
-exits 0 when both are usable, and 1 with the reason on stdout otherwise. It
-does not load Django: it runs before the first migration.
+exits 0 when both are usable, and 1 with the reason on stdout otherwise. But
+first it reads the settings module (not Django's apps: it runs before the
+first migration), and exits 2 with the settings' message if a setting is
+malformed: a typo in ``DATABASE_URL`` must stop ``run.sh``, not send it to
+the embedded mode as if PostgreSQL were down.
 """
 
+import importlib
 import os
 import sys
 
 import dj_database_url
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Connection
 from kombu.utils.url import maybe_sanitize_url
 from psycopg import sql
@@ -79,6 +84,13 @@ def _first_line(error: Exception) -> str:
 
 
 def main() -> int:
+    try:
+        importlib.import_module(
+            os.environ.get("DJANGO_SETTINGS_MODULE", "banksite.settings")
+        )
+    except ImproperlyConfigured as error:
+        print(f"the settings are wrong: {error}")
+        return 2
     try:
         database = ensure_database(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
         broker = check_broker(os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL))

@@ -215,3 +215,26 @@ def test_run_sh_with_debug_off_skips_the_demo_data_and_goes_on(tmp_path):
     (said,) = lines[:-1]
     assert said.startswith("==> no demo data") and "DEBUG off" in said, said
     assert "DEBUG=1" in said  # how to get it
+
+
+def test_run_sh_stops_on_a_malformed_database_url_instead_of_running_embedded(
+    tmp_path,
+):
+    sqlite_path = tmp_path / "bank.sqlite3"
+    env = clean_environment(
+        DATABASE_URL="postgres//postgres@127.0.0.1:5432/bank",  # no colon
+        SQLITE_PATH=str(sqlite_path),
+    )
+
+    result = subprocess.run(
+        [str(ROOT / "run.sh"), "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "the settings are wrong: DATABASE_URL is malformed" in result.stdout
+    assert "embedded mode" not in result.stdout
+    assert not sqlite_path.exists()
