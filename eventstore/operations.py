@@ -21,9 +21,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from . import charts, subscriptions, verification
@@ -236,17 +238,25 @@ def skip(request):
 
 
 _JOBS = {
-    "verify": (verification.verify_projection_task, "verification"),
-    "repair": (verification.repair_projection_task, "repair"),
-    "check": (verification.run_check_task, "check"),
+    "verify": (
+        verification.verify_projection_task,
+        "verification",
+        CheckRun.Kind.VERIFY,
+    ),
+    "repair": (verification.repair_projection_task, "repair", CheckRun.Kind.REPAIR),
+    "check": (verification.run_check_task, "check", CheckRun.Kind.CHECK),
 }
 
 
 @require_POST
 def start_job(request, job: str):
-    """Queue a verification, repair or check; its result appears on the page."""
+    """Queue a verification, repair or check; its result appears on the page.
+
+    With tasks run in-process (the embedded mode) the job has ended when the
+    task is sent, so the message says how it ended instead.
+    """
     _operator_only(request)
-    task, label = _JOBS[job]
+    task, label, kind = _JOBS[job]
     name = request.POST.get("name", "")
     known = (
         verification.checks()
@@ -263,6 +273,7 @@ def start_job(request, job: str):
     if name not in known:
         messages.error(request, f"There is no {label} named {name!r}.")
         return _back(request)
+    asked_at = timezone.now()
     try:
         task.delay_on_commit(name, request.user.pk)
     except kombu.exceptions.OperationalError as error:
@@ -279,11 +290,35 @@ def start_job(request, job: str):
         message=f"Started a {label} of {name}.",
         flag=ADDITION,
     )
-    messages.success(
-        request,
-        f"The {label} of {name} is queued; its result appears below when done.",
-    )
+    if task.app.conf.task_always_eager and not connection.in_atomic_block:
+        # Tasks run in-process (the embedded mode): the job has ended already.
+        _report_run(request, label, name, kind, asked_at)
+    else:
+        messages.success(
+            request,
+            f"The {label} of {name} is queued; its result appears below when done.",
+        )
     return _back(request)
+
+
+def _report_run(request, label: str, name: str, kind: str, asked_at) -> None:
+    """Say how a job that ran in this request ended."""
+    run = CheckRun.objects.filter(
+        kind=kind, name=name, started_at__gte=asked_at
+    ).first()
+    if run is None:
+        # The job raised before it recorded anything (Celery logs the error).
+        messages.error(
+            request, f"The {label} of {name} recorded no result; see the log."
+        )
+        return
+    level = messages.SUCCESS if run.ok else messages.ERROR
+    messages.add_message(
+        request,
+        level,
+        f"The {label} of {name} has run: {run.get_outcome_display()}; "
+        "its result is below.",
+    )
 
 
 def urls(site: admin.AdminSite) -> list:

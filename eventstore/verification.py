@@ -6,9 +6,10 @@ live read model stays exactly at the events up to them while the
 verification runs. The live rows are copied into temporary tables; inside a
 savepoint the read model is reset and every event up to the cut is replayed
 into it (the shadow copy); the two are compared in SQL (``EXCEPT ALL`` both
-ways, so memory stays flat however big the tables); and the savepoint is
-rolled back, so nobody ever sees the shadow. Columns that do not come from
-the events (an auto-increment key, ``auto_now`` times) are not compared.
+ways, so memory stays flat however big the tables; on SQLite, which lacks
+it, each distinct row's counts); and the savepoint is rolled back, so nobody
+ever sees the shadow. Columns that do not come from the events (an
+auto-increment key, ``auto_now`` times) are not compared.
 
 Repair rebuilds the live read model in one transaction
 (``subscriptions.rebuild``), so readers see the old rows until the new ones
@@ -20,7 +21,9 @@ bank's trial balance is one). A check that finds a difference is recorded as
 an alert and mailed to the operations staff through Django's mail settings.
 
 Every run is recorded as a ``CheckRun``; the operations page shows the
-latest ones.
+latest ones. A job that cannot run, whatever stops it (a statement timeout, a
+lost connection, a bug), is recorded as an error and mailed in the same way,
+and a scheduled task goes on with its next job.
 """
 
 import contextlib
@@ -140,10 +143,11 @@ def verify(name: str, *, requested_by=None) -> CheckRun:
         if sub.reset is None or not sub.read_models:
             raise CheckNotPossible(f"{name} has no reset or names no read models")
         result = _verify(sub)
-    except (CheckNotPossible, EventStoreError) as error:
-        return _record(
-            name, CheckRun.Kind.VERIFY, started, clock, requested_by, error=error
+    except Exception as error:  # recorded, logged and mailed: see _failed
+        (run,) = _failed(
+            [name], CheckRun.Kind.VERIFY, started, clock, requested_by, error
         )
+        return run
     return _record(name, CheckRun.Kind.VERIFY, started, clock, requested_by, result)
 
 
@@ -266,27 +270,26 @@ class _Table:
                 cursor.execute(f"DROP TABLE IF EXISTS {self.copy}")
 
     def compare(self) -> dict:
+        """Count and sample the rows found in one of live and shadow, not the other.
+
+        As multisets, both ways: a row twice in one and once in the other is
+        one row that differs.
+        """
         table = connection.ops.quote_name(self.name)
-        live = f"SELECT {self.select} FROM {self.copy}"
-        shadow = f"SELECT {self.select} FROM {table}"
+        if connection.vendor == "postgresql":
+            differ = self._except_all(table)
+        else:
+            differ = self._tallied(table)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT (SELECT count(*) FROM {self.copy}),"
-                f" (SELECT count(*) FROM {table}),"
-                f" (SELECT count(*) FROM ({live} EXCEPT ALL {shadow}) AS a),"
-                f" (SELECT count(*) FROM ({shadow} EXCEPT ALL {live}) AS b)"
+                f" (SELECT count(*) FROM {table}), {differ['counts']}"
             )
             live_rows, shadow_rows, live_only, shadow_only = cursor.fetchone()
             samples = {}
-            for label, first, second in (
-                ("live_only_sample", live, shadow),
-                ("shadow_only_sample", shadow, live),
-            ):
-                cursor.execute(
-                    f"SELECT * FROM ({first} EXCEPT ALL {second}) AS d LIMIT %s",
-                    [SAMPLE_ROWS],
-                )
-                samples[label] = [
+            for side in ("live", "shadow"):
+                cursor.execute(f"{differ[side]} LIMIT %s", [SAMPLE_ROWS])
+                samples[f"{side}_only_sample"] = [
                     dict(zip(self.columns, map(_jsonable, row), strict=True))
                     for row in cursor.fetchall()
                 ]
@@ -297,6 +300,43 @@ class _Table:
             "live_only": live_only,
             "shadow_only": shadow_only,
             **samples,
+        }
+
+    def _except_all(self, table: str) -> dict[str, str]:
+        """Return SQL for the differences, with PostgreSQL's ``EXCEPT ALL``."""
+        live = f"SELECT {self.select} FROM {self.copy}"
+        shadow = f"SELECT {self.select} FROM {table}"
+        live_only = f"{live} EXCEPT ALL {shadow}"
+        shadow_only = f"{shadow} EXCEPT ALL {live}"
+        return {
+            "counts": f"(SELECT count(*) FROM ({live_only}) AS a),"
+            f" (SELECT count(*) FROM ({shadow_only}) AS b)",
+            "live": f"SELECT * FROM ({live_only}) AS d",
+            "shadow": f"SELECT * FROM ({shadow_only}) AS d",
+        }
+
+    def _tallied(self, table: str) -> dict[str, str]:
+        """Return SQL for the differences, from each distinct row's two counts.
+
+        For SQLite (the embedded mode), which has no ``EXCEPT ALL``: each
+        distinct row (``GROUP BY`` takes NULLs as equal, as ``EXCEPT`` does)
+        is tallied +1 per live copy and -1 per shadow copy, so a positive
+        tally is that many rows only live, a negative one only in the shadow.
+        A sample shows each differing row once.
+        """
+        tally = (
+            f"SELECT {self.select}, sum(verify_n) AS verify_n FROM"
+            f" (SELECT {self.select}, 1 AS verify_n FROM {self.copy}"
+            f" UNION ALL SELECT {self.select}, -1 FROM {table}) AS u"
+            f" GROUP BY {self.select} HAVING sum(verify_n) <> 0"
+        )
+        return {
+            "counts": "(SELECT coalesce(sum(verify_n), 0)"
+            f" FROM ({tally}) AS a WHERE verify_n > 0),"
+            " (SELECT coalesce(-sum(verify_n), 0)"
+            f" FROM ({tally}) AS b WHERE verify_n < 0)",
+            "live": f"SELECT {self.select} FROM ({tally}) AS d WHERE verify_n > 0",
+            "shadow": f"SELECT {self.select} FROM ({tally}) AS d WHERE verify_n < 0",
         }
 
 
@@ -345,29 +385,26 @@ def repair_together(
         with transaction.atomic():
             _use_job_statement_timeout()
             handled = subscriptions.rebuild_together(names, progress=progress)
-    except (ValueError, RuntimeError, EventStoreError) as error:
+    except Exception as error:  # recorded, logged and mailed: see _failed
+        return _failed(names, CheckRun.Kind.REPAIR, started, clock, requested_by, error)
+    # All or none, as the rebuild was.
+    with transaction.atomic():
         return [
             _record(
-                name, CheckRun.Kind.REPAIR, started, clock, requested_by, error=error
+                name,
+                CheckRun.Kind.REPAIR,
+                started,
+                clock,
+                requested_by,
+                CheckResult(
+                    rows_checked=handled[name],
+                    differences=0,
+                    summary=f"rebuilt from {handled[name]} events",
+                    details={"events": handled[name]},
+                ),
             )
             for name in names
         ]
-    return [
-        _record(
-            name,
-            CheckRun.Kind.REPAIR,
-            started,
-            clock,
-            requested_by,
-            CheckResult(
-                rows_checked=handled[name],
-                differences=0,
-                summary=f"rebuilt from {handled[name]} events",
-                details={"events": handled[name]},
-            ),
-        )
-        for name in names
-    ]
 
 
 # Checks
@@ -381,12 +418,12 @@ def run_check(name: str, *, requested_by=None) -> CheckRun:
         if check is None:
             raise CheckNotPossible(f"no check named {name!r}")
         result = check()
-    except CheckNotPossible as error:
-        run = _record(
-            name, CheckRun.Kind.CHECK, started, clock, requested_by, error=error
+    except Exception as error:  # recorded, logged and mailed: see _failed
+        (run,) = _failed(
+            [name], CheckRun.Kind.CHECK, started, clock, requested_by, error
         )
-    else:
-        run = _record(name, CheckRun.Kind.CHECK, started, clock, requested_by, result)
+        return run
+    run = _record(name, CheckRun.Kind.CHECK, started, clock, requested_by, result)
     if not run.ok:
         alert(run)
     return run
@@ -451,7 +488,7 @@ def operations_staff():
 
 
 def alert(run: CheckRun) -> None:
-    """Mail the operations staff about a failed check; record that it was sent."""
+    """Mail the operations staff about a failed check or job; record that it was."""
     recipients = sorted({user.email for user in operations_staff() if user.email})
     subject = f"[bank] {run.name}: {run.get_outcome_display()}"
     body = (
@@ -469,21 +506,53 @@ def alert(run: CheckRun) -> None:
     run.save(update_fields=["alerted_at", "alert_error"])
 
 
-def _record(
-    name, kind, started, clock, requested_by, result=None, *, error=None
-) -> CheckRun:
+# Errors that say in their own words why a job could not run; any other
+# (a statement timeout, a lost connection, a bug) is also named by its type.
+_EXPLAINED = (CheckNotPossible, EventStoreError)
+
+
+def _failed(
+    names: list[str], kind, started, clock, requested_by, error: Exception
+) -> list[CheckRun]:
+    """Record that a job could not run (a run per name) and alert; return the runs.
+
+    Whatever stopped it, the job ends as an ``ERROR`` run on the operations
+    page and a mail to the operations staff, and a scheduled task goes on
+    with its next job. The job's own transaction has rolled back by now (or,
+    when even the rollback failed, Django dropped the connection); a
+    connection that broke outside a transaction is dropped here, so the runs
+    are recorded on a working one, in a transaction of their own: all of
+    them or, if that fails too, none.
+    """
+    if isinstance(error, _EXPLAINED):
+        summary = str(error)
+        logger.warning("%s of %s could not run: %s", kind, ", ".join(names), error)
+    else:
+        summary = f"{type(error).__name__}: {error}" if str(error) else repr(error)
+        logger.error("%s of %s failed", kind, ", ".join(names), exc_info=error)
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
     duration = datetime.timedelta(seconds=time.monotonic() - clock)
-    if error is not None:
-        logger.warning("%s of %s could not run: %s", kind, name, error)
-        return CheckRun.objects.create(
-            name=name,
-            kind=kind,
-            outcome=CheckRun.Outcome.ERROR,
-            started_at=started,
-            duration=duration,
-            summary=str(error),
-            requested_by=requested_by,
-        )
+    with transaction.atomic():
+        runs = [
+            CheckRun.objects.create(
+                name=name,
+                kind=kind,
+                outcome=CheckRun.Outcome.ERROR,
+                started_at=started,
+                duration=duration,
+                summary=summary,
+                requested_by=requested_by,
+            )
+            for name in names
+        ]
+    for run in runs:
+        alert(run)
+    return runs
+
+
+def _record(name, kind, started, clock, requested_by, result) -> CheckRun:
+    duration = datetime.timedelta(seconds=time.monotonic() - clock)
     outcome = CheckRun.Outcome.OK if not result.differences else CheckRun.Outcome.DRIFT
     if outcome != CheckRun.Outcome.OK:
         logger.warning("%s of %s: %s", kind, name, result.summary)
@@ -502,7 +571,8 @@ def _record(
 
 
 # Celery tasks: thin, and safe to run twice (each run only records a result;
-# a repair rebuilds in one transaction).
+# a repair rebuilds in one transaction). A job that fails is recorded as a
+# run and does not raise, so the scheduled ones go on to the next.
 
 
 def _user(user_id):

@@ -266,32 +266,58 @@ def independent_trial_balance(cut: dict[int, int] | None = None) -> dict:
         .annotate(Sum("amount"))
     ):
         add(currency, "in_transit", total)
-    cut_join = ""
-    params: list = []
-    if cut is not None:
-        cut_join = (
-            " JOIN unnest(%s::integer[], %s::bigint[]) AS c(partition, sequence)"
-            " ON c.partition = e.partition AND e.sequence <= c.sequence"
-        )
-        params = [list(cut), list(cut.values())]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT o.data->>'currency', e.event_type,"
-            " sum((e.data->>'amount')::bigint)"
-            f" FROM {Event._meta.db_table} e{cut_join}"
-            f" JOIN {Event._meta.db_table} o"
-            " ON o.stream_id = e.stream_id AND o.version = 1"
-            " AND o.event_type = 'accounts.AccountOpened'"
-            " WHERE e.event_type IN ('accounts.Deposited', 'accounts.Withdrawn')"
-            " AND e.data->>'transfer_id' IS NULL"
-            " GROUP BY 1, 2",
-            params,
-        )
-        for currency, event_type, total in cursor.fetchall():
-            name = "deposited" if event_type == "accounts.Deposited" else "withdrawn"
-            add(currency, name, total)
+    for currency, event_type, total in _external_cash(cut):
+        name = "deposited" if event_type == "accounts.Deposited" else "withdrawn"
+        add(currency, name, total)
     for row in figures.values():
         row["difference"] = (
             row["balances"] + row["in_transit"] - row["deposited"] + row["withdrawn"]
         )
     return dict(sorted(figures.items()))
+
+
+def _external_cash(cut: dict[int, int] | None) -> list[tuple[str, str, int]]:
+    """Sum the deposits and withdrawals no transfer made, per currency and type.
+
+    Summed in SQL over the events (up to ``cut`` when given), each with the
+    currency of its account's ``AccountOpened``. PostgreSQL joins the cut as
+    two arrays, one statement text whatever the number of partitions; SQLite
+    (the embedded mode) has neither arrays nor ``::`` casts, so there the cut
+    is a list of ``VALUES`` and the JSON is read with ``json_extract``.
+    """
+    if cut is not None and not cut:
+        return []  # no partition, so no event is up to the cut
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        field = "{}.data->>'{}'".format
+        amount = "(e.data->>'amount')::bigint"
+    else:
+        field = "json_extract({}.data, '$.{}')".format
+        amount = "CAST(json_extract(e.data, '$.amount') AS INTEGER)"
+    with_cut, cut_join, params = "", "", []
+    if cut is not None:
+        if postgresql:
+            rows = "unnest(%s::integer[], %s::bigint[]) AS c(partition, sequence)"
+            params = [list(cut), list(cut.values())]
+        else:
+            values = ", ".join(["(%s, %s)"] * len(cut))
+            with_cut = f"WITH c(partition, sequence) AS (VALUES {values}) "
+            rows = "c"
+            params = [value for item in cut.items() for value in item]
+        cut_join = (
+            f" JOIN {rows} ON c.partition = e.partition AND e.sequence <= c.sequence"
+        )
+    events = Event._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{with_cut}SELECT {field('o', 'currency')}, e.event_type, sum({amount})"
+            f" FROM {events} e{cut_join}"
+            f" JOIN {events} o"
+            " ON o.stream_id = e.stream_id AND o.version = 1"
+            " AND o.event_type = 'accounts.AccountOpened'"
+            " WHERE e.event_type IN ('accounts.Deposited', 'accounts.Withdrawn')"
+            f" AND {field('e', 'transfer_id')} IS NULL"
+            " GROUP BY 1, 2",
+            params,
+        )
+        return cursor.fetchall()

@@ -300,3 +300,26 @@ def test_a_job_the_broker_cannot_take_is_an_error_message_and_not_logged(
     # Nothing was started, so nothing says it was: no log entry, no run.
     assert not LogEntry.objects.exists()
     assert not CheckRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_run_in_process_says_how_it_ended_not_that_it_is_queued(
+    client, operator, settings
+):
+    # As in the embedded mode: the task has ended before the page answers.
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+    def broken():
+        raise ValueError("no figures")
+
+    verification.register_check("test.broken", broken)
+    client.force_login(operator)
+    try:
+        response = post(client, "operations_check", {"name": "test.broken"})
+    finally:
+        verification._checks.pop("test.broken")
+
+    assert page_messages(response) == [
+        "The check of test.broken has run: Could not run; its result is below."
+    ]
+    assert CheckRun.objects.get().summary == "ValueError: no figures"

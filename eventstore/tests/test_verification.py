@@ -1,5 +1,6 @@
 """Verification, repair and checks, on the event store's test app."""
 
+import contextlib
 import threading
 
 import pytest
@@ -132,6 +133,25 @@ class TestChecks:
         run = verification.run_check("test.figures")
 
         assert run.ok and run.alerted_at is None and not mailoutbox
+
+    def test_a_check_that_raises_is_recorded_as_an_error_and_mailed(
+        self, check, mailoutbox
+    ):
+        User.objects.create_superuser("root", "root@example.com", "pw")
+
+        def broken():
+            return {}["currencies"]
+
+        verification.register_check("test.broken", broken)
+        try:
+            run = verification.run_check("test.broken")
+        finally:
+            verification._checks.pop("test.broken")
+
+        assert run.outcome == CheckRun.Outcome.ERROR
+        assert run.summary == "KeyError: 'currencies'"
+        assert run.alerted_at is not None
+        assert [m.to for m in mailoutbox] == [["root@example.com"]]
 
     def test_the_cut_holds_the_subscriptions_caught_up(self, counted):
         (stream,) = streams_in_partition(5, 1)
@@ -279,3 +299,138 @@ def test_the_jobs_timeout_ends_with_their_transaction(
 
     assert seen and set(seen) == {JOB_TIMEOUT_MS}
     assert statement_timeout_ms() == before
+
+
+# A job that fails (a statement timeout, a lost connection) is recorded as an
+# error run and mailed, and the scheduled tasks go on with the next job.
+
+
+@contextlib.contextmanager
+def checkpoint_locked(subscription: str):
+    """Hold a subscription's checkpoint of partition 0 locked, as a long batch does."""
+    subscriptions.partitions_behind()  # every checkpoint row exists, committed
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        list(
+            Checkpoint.objects.select_for_update().filter(
+                subscription=subscription, partition=0
+            )
+        )
+        holding.set()
+        release.wait(timeout=30)
+
+    holder, _ = in_thread_transaction(hold)
+    assert holding.wait(timeout=10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
+@pytest.fixture
+def short_job_timeout(settings):
+    settings.DATABASE_JOB_STATEMENT_TIMEOUT_MS = 300
+
+
+@pytest.fixture
+def ops(db):
+    return User.objects.create_superuser("ops", "ops@example.com", "pw")
+
+
+@pytest.fixture
+def checks_at_a_cut(monkeypatch):
+    """Only two checks: one at a cut of the tallies, then one that always agrees."""
+
+    def at_a_cut():
+        with verification.caught_up_cut([tallies.name]):
+            return verification.CheckResult(rows_checked=0, differences=0, summary="")
+
+    def agrees():
+        return verification.CheckResult(rows_checked=1, differences=0, summary="")
+
+    monkeypatch.setattr(
+        verification, "_checks", {"test.at_a_cut": at_a_cut, "test.agrees": agrees}
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+class TestJobsThatFail:
+    def test_a_check_that_hits_the_jobs_timeout_is_recorded_and_mailed(
+        self, ops, short_job_timeout, checks_at_a_cut, mailoutbox
+    ):
+        # The cut waits on a checkpoint lock past the jobs' timeout.
+        with checkpoint_locked(tallies.name):
+            run = verification.run_check("test.at_a_cut")
+
+        assert run.outcome == CheckRun.Outcome.ERROR
+        assert "statement timeout" in run.summary
+        assert CheckRun.objects.get() == run
+        assert run.alerted_at is not None
+        assert [m.to for m in mailoutbox] == [["ops@example.com"]]
+
+    def test_the_scheduled_checks_go_on_after_one_that_fails(
+        self, ops, short_job_timeout, checks_at_a_cut, mailoutbox
+    ):
+        with checkpoint_locked(tallies.name):
+            outcomes = verification.run_checks_task()
+
+        assert outcomes == [CheckRun.Outcome.OK, CheckRun.Outcome.ERROR]
+        assert dict(CheckRun.objects.values_list("name", "outcome")) == {
+            "test.agrees": CheckRun.Outcome.OK,
+            "test.at_a_cut": CheckRun.Outcome.ERROR,
+        }
+        assert len(mailoutbox) == 1
+
+    def test_the_scheduled_verification_goes_on_after_a_read_model_that_fails(
+        self, ops, short_job_timeout, verifiable_tallies, mailoutbox
+    ):
+        with checkpoint_locked(tallies.name):
+            verification.verify_projections_task()
+
+        runs = dict(CheckRun.objects.values_list("name", "outcome"))
+        assert runs == {
+            sub.name: (
+                CheckRun.Outcome.ERROR if sub is tallies else CheckRun.Outcome.OK
+            )
+            for sub in verification.verifiable()
+        }
+        assert "statement timeout" in CheckRun.objects.get(name=tallies.name).summary
+        assert len(mailoutbox) == 1
+
+    def test_a_repair_that_hits_the_jobs_timeout_is_recorded_for_each_read_model(
+        self, ops, short_job_timeout, verifiable_tallies, mailoutbox
+    ):
+        other = next(s.name for s in verification.rebuildable() if s is not tallies)
+
+        with checkpoint_locked(tallies.name):
+            runs = verification.repair_together([other, tallies.name])
+
+        assert [run.name for run in runs] == [other, tallies.name]
+        assert {run.outcome for run in runs} == {CheckRun.Outcome.ERROR}
+        assert "statement timeout" in runs[0].summary
+        assert CheckRun.objects.count() == 2
+        assert len(mailoutbox) == 2
+
+    @pytest.mark.parametrize("in_transaction", [True, False])
+    def test_a_check_whose_connection_is_lost_is_recorded_on_a_new_one(
+        self, ops, mailoutbox, in_transaction
+    ):
+        def lose_the_connection():
+            held = transaction.atomic() if in_transaction else contextlib.nullcontext()
+            with held, connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        verification.register_check("test.lost", lose_the_connection)
+        try:
+            run = verification.run_check("test.lost")
+        finally:
+            verification._checks.pop("test.lost")
+            # Had run_check raised, the test database's flush would need this.
+            connection.close_if_unusable_or_obsolete()
+
+        assert run.outcome == CheckRun.Outcome.ERROR
+        assert run.summary.startswith("OperationalError: ")
+        assert CheckRun.objects.get() == run
+        assert len(mailoutbox) == 1

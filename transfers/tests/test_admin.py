@@ -14,6 +14,7 @@ from eventstore import verification
 from eventstore.errors import EventDecodeError
 from eventstore.models import CheckRun, Event
 from eventstore.subscriptions import catch_up, get_subscription
+from eventstore.tests.test_verification import checkpoint_locked
 from transfers import services, trial_balance
 from transfers.models import Totals, TransferSummary
 from transfers.tests.factories import (
@@ -537,3 +538,24 @@ class TestTrialBalance:
         assert "100.00 EUR" in content
         assert "Transfer outcomes" in content
         assert "Closed accounts holding money" in content
+
+
+# Real transactions: a runner's batch holds a checkpoint from another connection.
+@pytest.mark.django_db(transaction=True)
+def test_a_check_that_hits_the_jobs_timeout_is_recorded_shown_and_mailed(
+    client, accounts, settings, mailoutbox
+):
+    # A superuser: the flush of an earlier transactional test took the groups.
+    otto = User.objects.create_superuser("otto", "o@x.org", "pw")
+    assert verification.run_check(trial_balance.NAME).ok
+    settings.DATABASE_JOB_STATEMENT_TIMEOUT_MS = 300
+
+    with checkpoint_locked("accounts.balances"):
+        run = verification.run_check(trial_balance.NAME)
+    client.force_login(otto)
+    page = client.get(reverse("admin:operations")).content.decode()
+
+    assert run.outcome == CheckRun.Outcome.ERROR
+    assert "statement timeout" in run.summary
+    assert 'id="trial-balance-result">could not run<' in page
+    assert [m.to for m in mailoutbox] == [["o@x.org"]]
