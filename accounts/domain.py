@@ -155,7 +155,19 @@ def validate_reference(reference: object) -> str:
         raise InvalidReference(
             f"The reference must be text of at most {MAX_REFERENCE_LENGTH} characters."
         )
+    # PostgreSQL's JSON cannot hold NUL, nor a UTF-8 encoder a lone surrogate:
+    # refused here, whoever calls, not as a database error after the rules.
+    if "\x00" in reference or _unencodable(reference):
+        raise InvalidReference("The reference may not hold NUL or lone surrogates.")
     return reference
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class Account(Aggregate):

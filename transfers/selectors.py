@@ -92,9 +92,12 @@ def transfer_detail(*, user, transfer_id) -> TransferRecord:
         row = None
     if row is not None:
         return record_from_summary(row)
-    if TransferSummary.objects.filter(id=transfer_id).exists():
-        raise UnknownTransfer()  # projected, and not theirs
-    record = record_from_events(transfer_id)
+    try:
+        # Projected, but not among the visible ones: perhaps the user's
+        # account is not projected yet (_may_see reads it from its events).
+        record = record_from_summary(TransferSummary.objects.get(id=transfer_id))
+    except TransferSummary.DoesNotExist:
+        record = record_from_events(transfer_id)
     if record is None or not _may_see(user, record):
         raise UnknownTransfer()
     return record

@@ -113,6 +113,13 @@ def test_a_reference_longer_than_140_characters_is_refused():
         opened().deposit(1, reference="x" * 141)
 
 
+@pytest.mark.parametrize("reference", ["rent\x00", "rent \ud800"])
+def test_a_reference_the_event_store_cannot_hold_is_refused(reference):
+    # A NUL or a lone surrogate would fail in PostgreSQL, after the rules.
+    with pytest.raises(InvalidReference):
+        opened().deposit(1, reference=reference)
+
+
 def test_deposit_beyond_the_maximum_balance_is_refused():
     account = opened()
     account.balance = MAX_BALANCE - 1  # as if after many deposits

@@ -6,6 +6,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts import services as accounts
+from accounts.models import AccountBalance
+from eventstore.subscriptions import catch_up, get_subscription
 from transfers.models import TransferSummary
 
 from .factories import make_user, open_account, run_process, run_projections
@@ -239,6 +241,21 @@ def test_another_customers_transfer_answers_404(alice, bob, pair):
     assert client_for(stranger).get(location).status_code == 404
     assert client_for(bob).get(location).status_code == 200
     assert client_for(alice).get("/api/transfers/nope/").status_code == 404
+
+
+def test_the_target_owner_sees_the_transfer_before_their_account_is_projected(
+    alice, bob, pair
+):
+    source, target = pair  # bob's account, opened a moment ago: not projected
+    location = post_transfer(alice, source, target)["Location"]
+    # The transfers' read model is ahead of the accounts' (another
+    # subscription, another partition).
+    catch_up([get_subscription("transfers.summary")])
+    assert TransferSummary.objects.filter(id=location.split("/")[-2]).exists()
+    assert not AccountBalance.objects.filter(id=target.id).exists()
+
+    assert client_for(bob).get(location).status_code == 200
+    assert client_for(make_user()).get(location).status_code == 404
 
 
 def test_the_totals_are_for_staff_and_balance(alice, pair):

@@ -53,6 +53,15 @@ def test_demo_data_is_loaded_once(settings):
     assert get_user_model().objects.filter(username="alice").count() == 1
 
 
+def test_a_negative_transfer_count_is_refused_and_loads_nothing(settings):
+    settings.DEBUG = True
+
+    with pytest.raises(CommandError, match="--transfers must be 0 or more"):
+        load(transfers=-300)
+
+    assert not get_user_model().objects.exists()
+
+
 def test_demo_data_is_refused_with_debug_off(settings):
     settings.DEBUG = False
 

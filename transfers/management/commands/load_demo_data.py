@@ -53,6 +53,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=2026)
 
     def handle(self, *args, transfers: int, seed: int, **options):
+        if transfers < 0:
+            raise CommandError(f"--transfers must be 0 or more, not {transfers}.")
         if not settings.DEBUG:
             raise CommandError("Demo data has known passwords: not with DEBUG off.")
         names = {*STAFF, *CUSTOMERS}
