@@ -6,15 +6,27 @@ replay any history) and records new events from command methods through
 ``_record``. ``Repository.save`` appends what was recorded at the version the
 aggregate was loaded at, so a concurrent writer makes it raise
 ``ConcurrencyError``; ``run_command`` reruns the whole command.
+
+A snapshot is a disposable cache of ``snapshot_state()``: loading from it
+must give what replaying the events gives. So its JSON keeps the types JSON
+has no word for (a tuple, a UUID, an enum, a dict with int keys), each as a
+one-key object such as ``{"$uuid": "..."}``; a snapshot that cannot be taken
+is logged and the save goes on, and one that does not fit the aggregate any
+more (its attributes differ) is passed over for a replay.
 """
 
+import datetime
+import enum
+import logging
+import math
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from functools import cache
 from typing import ClassVar, Generic, TypeVar
 
-from django.db import OperationalError, transaction
+from django.db import DatabaseError, OperationalError, transaction
 
 from .errors import AggregateNotFound, ConcurrencyError, is_transient
 from .models import Snapshot
@@ -25,6 +37,8 @@ from .store import (
     replay_snapshot_and_stream,
     replay_stream,
 )
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 A = TypeVar("A", bound="Aggregate")
@@ -73,7 +87,12 @@ class Aggregate:
         self._pending.append(NewEvent(event, event_id, metadata or {}))
 
     def snapshot_state(self) -> dict:
-        """Return the state to snapshot: public attributes, which must be JSON."""
+        """Return the state to snapshot: the public attributes.
+
+        Values may be JSON values, tuples, sets, UUIDs, dates, datetimes,
+        enums, and lists and dicts of these; a state holding anything else is
+        not snapshotted (it is logged), so its loads replay every event.
+        """
         return {
             key: value
             for key, value in vars(self).items()
@@ -97,9 +116,10 @@ class Repository(Generic[A]):
             version, state, events = replay_snapshot_and_stream(
                 aggregate.stream_id, snapshot_schema_version=cls.snapshot_schema_version
             )
-            if state is not None:
-                aggregate.restore_state(state)
+            if state is not None and self._restore(aggregate, state):
                 aggregate.version = version
+            elif state is not None:  # not usable: replay from the start
+                events = replay_stream(aggregate.stream_id)
         else:
             events = replay_stream(aggregate.stream_id)
         for version, event in events:
@@ -134,20 +154,157 @@ class Repository(Generic[A]):
             self.take_snapshot(aggregate)
         return recorded
 
+    def _restore(self, aggregate: A, state: dict) -> bool:
+        """Restore a snapshot into a new aggregate; return False if it does not fit.
+
+        A snapshot whose attributes are not the aggregate's (a release added
+        or removed one and did not bump ``snapshot_schema_version``) would
+        leave the difference at its default, silently: it is not used.
+        """
+        try:
+            restored = _from_snapshot_json(state)
+        except (TypeError, ValueError, AttributeError) as error:
+            logger.warning(
+                "snapshot of %s not used, it cannot be read: %s",
+                aggregate.stream_id,
+                error,
+            )
+            return False
+        expected = aggregate.snapshot_state().keys()
+        if not isinstance(restored, dict) or restored.keys() != expected:
+            logger.warning(
+                "snapshot of %s not used: it holds %s where %s has %s "
+                "(bump snapshot_schema_version when the state changes shape)",
+                aggregate.stream_id,
+                sorted(restored) if isinstance(restored, dict) else restored,
+                type(aggregate).__qualname__,
+                sorted(expected),
+            )
+            return False
+        aggregate.restore_state(restored)
+        return True
+
     def take_snapshot(self, aggregate: A) -> None:
-        Snapshot.objects.bulk_create(
-            [
-                Snapshot(
-                    stream_id=aggregate.stream_id,
-                    version=aggregate.version,
-                    schema_version=self.aggregate_class.snapshot_schema_version,
-                    state=aggregate.snapshot_state(),
+        """Store the aggregate's state as its snapshot, or log why it cannot.
+
+        A snapshot is a cache: failing to take one must not fail the save it
+        follows (in a savepoint, so the caller's transaction goes on).
+        """
+        try:
+            state = _to_snapshot_json(aggregate.snapshot_state())
+            with transaction.atomic():
+                Snapshot.objects.bulk_create(
+                    [
+                        Snapshot(
+                            stream_id=aggregate.stream_id,
+                            version=aggregate.version,
+                            schema_version=self.aggregate_class.snapshot_schema_version,
+                            state=state,
+                        )
+                    ],
+                    update_conflicts=True,
+                    unique_fields=["stream_id"],
+                    update_fields=["version", "schema_version", "state", "taken_at"],
                 )
-            ],
-            update_conflicts=True,
-            unique_fields=["stream_id"],
-            update_fields=["version", "schema_version", "state", "taken_at"],
-        )
+        except (TypeError, ValueError, DatabaseError):
+            logger.exception(
+                "no snapshot of %s at v%s", aggregate.stream_id, aggregate.version
+            )
+
+
+# Snapshot state in JSON. Plain JSON values are stored as they are (so a
+# snapshot of ints and strings reads as it always did); every other type is
+# an object of one key naming it. A dict whose keys are not all strings, or
+# could be read as such a name, is stored as a list of pairs.
+
+_TAG = "$"
+
+
+def _to_snapshot_json(value):
+    """Return ``value`` as JSON that ``_from_snapshot_json`` turns back into it."""
+    if value is None or type(value) in (str, int, bool):
+        return value
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot be stored in JSON")
+        return value
+    if isinstance(value, enum.Enum):
+        kind = type(value)
+        return {
+            "$enum": [
+                kind.__module__,
+                kind.__qualname__,
+                _to_snapshot_json(value.value),
+            ]
+        }
+    if type(value) is list:
+        return [_to_snapshot_json(item) for item in value]
+    if type(value) is dict:
+        if all(type(key) is str and not key.startswith(_TAG) for key in value):
+            return {key: _to_snapshot_json(item) for key, item in value.items()}
+        return {
+            "$dict": [
+                [_to_snapshot_json(key), _to_snapshot_json(item)]
+                for key, item in value.items()
+            ]
+        }
+    if type(value) in (tuple, set, frozenset):
+        return {_TAG + type(value).__name__: [_to_snapshot_json(v) for v in value]}
+    if type(value) is uuid.UUID:
+        return {"$uuid": str(value)}
+    if type(value) is datetime.datetime:
+        return {"$datetime": value.isoformat()}
+    if type(value) is datetime.date:
+        return {"$date": value.isoformat()}
+    raise TypeError(f"a snapshot cannot hold {type(value).__qualname__}: {value!r}")
+
+
+def _from_snapshot_json(value):
+    """Return the value ``_to_snapshot_json`` stored.
+
+    Raise ValueError, TypeError or AttributeError on JSON it did not write.
+    """
+    if type(value) is list:
+        return [_from_snapshot_json(item) for item in value]
+    if type(value) is not dict:
+        return value
+    if len(value) != 1 or not next(iter(value)).startswith(_TAG):
+        return {key: _from_snapshot_json(item) for key, item in value.items()}
+    [(tag, stored)] = value.items()
+    read = _SNAPSHOT_READERS.get(tag)
+    if read is None:
+        raise ValueError(f"unknown snapshot value {tag!r}")
+    return read(stored)
+
+
+def _read_enum(stored) -> enum.Enum:
+    module, qualname, stored_value = stored
+    # Only from modules already imported (the aggregate's own imports): a
+    # stored name never makes this process import anything.
+    kind = sys.modules.get(module)
+    for name in qualname.split("."):
+        kind = getattr(kind, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, enum.Enum)):
+        raise ValueError(f"no enum {module}.{qualname}")
+    return kind(_from_snapshot_json(stored_value))
+
+
+def _read_items(kind: type) -> Callable:
+    return lambda stored: kind(_from_snapshot_json(item) for item in stored)
+
+
+_SNAPSHOT_READERS: dict[str, Callable] = {
+    "$enum": _read_enum,
+    "$dict": lambda stored: {
+        _from_snapshot_json(key): _from_snapshot_json(item) for key, item in stored
+    },
+    "$tuple": _read_items(tuple),
+    "$set": _read_items(set),
+    "$frozenset": _read_items(frozenset),
+    "$uuid": uuid.UUID,
+    "$datetime": datetime.datetime.fromisoformat,
+    "$date": datetime.date.fromisoformat,
+}
 
 
 def run_command(

@@ -32,6 +32,23 @@ class EventDecodeError(EventStoreError):
     """A stored event's data does not fit its class."""
 
 
+class EventEncodeError(EventStoreError, TypeError):
+    """An event's field holds a value that would not read back as it is."""
+
+
+class InvalidStreamId(EventStoreError):
+    """A stream id the event table cannot hold: empty, too long, or with a NUL."""
+
+
+class UnstorableEvent(EventStoreError):
+    """An event the event table cannot hold, refused before anything is sent.
+
+    Its type's name is longer than the column, or its data or metadata hold
+    what PostgreSQL's jsonb refuses: a NUL character, NaN, an infinity, a
+    lone surrogate, or a value that is not JSON at all.
+    """
+
+
 class UnreadableEvent(EventStoreError):
     """An event in a partition batch could not be decoded; says which."""
 

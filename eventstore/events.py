@@ -12,8 +12,14 @@
 
 Stored JSON is never rewritten: an event stored at an older schema version is
 passed through its upcasters, in order, up to the current class when read.
-Field values are JSON types, plus ``UUID``, ``datetime`` and ``date``, each
-optionally ``| None``.
+Field values are ``int``, ``str``, ``bool``, ``float``, ``UUID``, ``datetime``,
+``date`` and tuples of them (``tuple[X, ...]`` or ``tuple[X, Y]``), each
+optionally ``| None``. Encoding refuses a value that would not read back as
+it is (a bool or a str in an ``int`` field, a datetime in a ``date`` field):
+the event table is append-only, so what is stored must stay readable.
+Fields of other types (``dict``, ``list``) are stored as JSON gives them,
+unchecked. Fields with ``init=False`` are derived by the class, so they are
+neither stored nor read: a stored value for one is ignored.
 """
 
 import dataclasses
@@ -24,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from functools import cache
 
-from .errors import EventDecodeError, UnknownEventType
+from .errors import EventDecodeError, EventEncodeError, UnknownEventType
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,20 +46,31 @@ _upcasters: dict[tuple[str, int], Callable[[dict], dict]] = {}
 
 
 def register_event(name: str, *, version: int = 1):
-    """Register a frozen dataclass as the current class of event type ``name``."""
+    """Register a frozen dataclass as the current class of event type ``name``.
+
+    Registering a class of the same module and name again (a module imported
+    again) replaces it; another class under a taken name is refused.
+    """
 
     def register(cls: type) -> type:
         if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
             raise TypeError(f"{cls.__qualname__} must be a frozen dataclass")
         known = _by_name.get(name)
-        if known is not None and known.cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"event type {name!r} is already {known.cls.__qualname__}")
+        if known is not None and _class_name(known.cls) != _class_name(cls):
+            raise ValueError(
+                f"event type {name!r} is already {_class_name(known.cls)},"
+                f" not {_class_name(cls)}"
+            )
         event_type = EventType(name=name, version=version, cls=cls)
         _by_name[name] = event_type
         _by_class[cls] = event_type
         return cls
 
     return register
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def upcaster(name: str, *, from_version: int):
@@ -87,12 +104,21 @@ def class_for(name: str) -> type:
 
 
 def encode(event: object) -> tuple[str, int, dict]:
-    """Return the type name, schema version and JSON data of an event."""
+    """Return the type name, schema version and JSON data of an event.
+
+    Raise ``EventEncodeError`` for a field value that would not read back as
+    it is.
+    """
     event_type = event_type_of(event)
-    data = {
-        field.name: _to_json(getattr(event, field.name))
-        for field in dataclasses.fields(event)
-    }
+    data = {}
+    for field, write in _writers(type(event)).items():
+        value = getattr(event, field)
+        try:
+            data[field] = write(value)
+        except (ValueError, OverflowError) as error:
+            raise EventEncodeError(
+                f"cannot encode {event_type.name!r} field {field!r}: {error}"
+            ) from None
     return event_type.name, event_type.version, data
 
 
@@ -102,7 +128,8 @@ def decode(
     """Build the current event object from stored JSON, upcasting old versions.
 
     ``position`` names the stored event in errors (a function is called only
-    when there is an error to report).
+    when there is an error to report). Whatever fails, in an upcaster or in
+    the event class itself, is raised as an ``EventStoreError`` naming it.
     """
     event_type = _by_name.get(name)
     if event_type is None:
@@ -127,121 +154,192 @@ def decode(
                 f"at {_where(position)}: {error!r}"
             ) from error
         schema_version += 1
-    converters = _converters(event_type.cls)
     try:
+        readers, derived = _reading(event_type.cls)
         if not isinstance(data, dict):
             raise ValueError("data is not an object")
-        values = {key: converters[key](value) for key, value in data.items()}
+        if derived:
+            data = {key: value for key, value in data.items() if key not in derived}
+        try:
+            values = {key: readers[key](value) for key, value in data.items()}
+        except KeyError as error:
+            raise ValueError(f"unexpected field {error}") from None
         return event_type.cls(**values)
-    except KeyError as error:
-        reason = f"unexpected field {error}"
-    except (TypeError, ValueError, AttributeError) as error:
-        reason = str(error)
-    raise EventDecodeError(
-        f"cannot decode {name!r} v{schema_version} at {_where(position)}: {reason}"
-    )
+    except Exception as error:  # the class's own rules, too: named, not hidden
+        raise EventDecodeError(
+            f"cannot decode {name!r} v{schema_version} at {_where(position)}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def _where(position: str | Callable[[], str]) -> str:
     return position() if callable(position) else position
 
 
+@dataclasses.dataclass(frozen=True)
+class _Codec:
+    """How a field of one type is written to JSON and read back.
+
+    ``write`` raises ``ValueError`` for a value that ``read`` would not give
+    back as it is; ``read`` raises it for JSON that does not fit the type.
+    """
+
+    write: Callable
+    read: Callable
+
+
 @cache
-def _converters(cls: type) -> dict[str, Callable]:
-    """Return, per field of an event class, the function that reads its JSON."""
+def _codecs(cls: type) -> dict[str, _Codec]:
+    """Return the codec of each stored field (``init=False`` ones are not)."""
     hints = typing.get_type_hints(cls)
     return {
-        field.name: _converter(hints[field.name]) for field in dataclasses.fields(cls)
+        field.name: _codec(hints[field.name])
+        for field in dataclasses.fields(cls)
+        if field.init
     }
 
 
-def _converter(hint) -> Callable:
-    nullable = type(None) in typing.get_args(hint)
-    read = _reader(_without_none(hint))
+@cache
+def _writers(cls: type) -> dict[str, Callable]:
+    return {field: codec.write for field, codec in _codecs(cls).items()}
 
-    def convert(value):
+
+@cache
+def _reading(cls: type) -> tuple[dict[str, Callable], frozenset[str]]:
+    """Return the reader of each stored field, and the fields a read leaves out."""
+    readers = {field: codec.read for field, codec in _codecs(cls).items()}
+    derived = frozenset(f.name for f in dataclasses.fields(cls) if not f.init)
+    return readers, derived
+
+
+def _codec(hint) -> _Codec:
+    nullable = type(None) in typing.get_args(hint)
+    codec = _value_codec(_without_none(hint))
+    return _Codec(
+        write=_null_checked(codec.write, nullable),
+        read=_null_checked(codec.read, nullable),
+    )
+
+
+def _null_checked(convert: Callable, nullable: bool) -> Callable:
+    def convert_or_none(value):
         if value is None:
             if nullable:
                 return None
-            raise ValueError("null where a value is required")
-        return read(value)
+            raise ValueError("no value where one is required")
+        return convert(value)
 
-    return convert
+    return convert_or_none
 
 
-def _reader(hint) -> Callable:
+def _value_codec(hint) -> _Codec:
     if hint is uuid.UUID:
-        return uuid.UUID
+        return _Codec(write=_write_uuid, read=uuid.UUID)
     if hint is datetime.datetime:
-        return datetime.datetime.fromisoformat
+        return _Codec(write=_write_datetime, read=datetime.datetime.fromisoformat)
     if hint is datetime.date:
-        return datetime.date.fromisoformat
+        return _Codec(write=_write_date, read=datetime.date.fromisoformat)
+    # These are the same in JSON: one check serves both ways.
     if hint is int:
-        return _read_int
+        return _Codec(write=_int, read=_int)
     if hint is str:
-        return _read_str
+        return _Codec(write=_str, read=_str)
     if hint is bool:
-        return _read_bool
+        return _Codec(write=_bool, read=_bool)
     if hint is float:
-        return _read_float
+        return _Codec(write=_float, read=_float)
     if typing.get_origin(hint) is tuple:
-        return _tuple_reader(typing.get_args(hint))
-    return lambda value: value
+        return _tuple_codec(typing.get_args(hint))
+    return _Codec(write=_as_is, read=_as_is)
 
 
-def _tuple_reader(item_hints: tuple) -> Callable:
-    """Read a JSON list as ``tuple[X, ...]`` or as a fixed ``tuple[X, Y]``."""
+def _tuple_codec(item_hints: tuple) -> _Codec:
+    """Write ``tuple[X, ...]`` or a fixed ``tuple[X, Y]`` as a JSON list."""
     if len(item_hints) == 2 and item_hints[1] is Ellipsis:
-        item = _converter(item_hints[0])
-        return lambda values: tuple(item(value) for value in _read_list(values))
-    items = [_converter(hint) for hint in item_hints]
+        item = _codec(item_hints[0])
+        return _Codec(
+            write=lambda values: [item.write(value) for value in _tuple(values)],
+            read=lambda values: tuple(item.read(value) for value in _list(values)),
+        )
+    items = [_codec(hint) for hint in item_hints]
+
+    def write_fixed(values):
+        values = _sized(_tuple(values), len(items))
+        return [item.write(value) for item, value in zip(items, values, strict=True)]
 
     def read_fixed(values):
-        values = _read_list(values)
-        if len(values) != len(items):
-            raise ValueError(f"{values!r} does not hold {len(items)} items")
-        return tuple(read(value) for read, value in zip(items, values, strict=True))
+        values = _sized(_list(values), len(items))
+        return tuple(
+            item.read(value) for item, value in zip(items, values, strict=True)
+        )
 
-    return read_fixed
+    return _Codec(write=write_fixed, read=read_fixed)
 
 
-def _read_int(value):
+def _write_uuid(value):
+    if not isinstance(value, uuid.UUID):
+        raise ValueError(f"{value!r} is not a UUID")
+    return str(value)
+
+
+def _write_datetime(value):
+    if not isinstance(value, datetime.datetime):
+        raise ValueError(f"{value!r} is not a datetime")
+    return value.isoformat()
+
+
+def _write_date(value):
+    # A datetime is a date too, but its text does not read back as one.
+    if not isinstance(value, datetime.date) or isinstance(value, datetime.datetime):
+        raise ValueError(f"{value!r} is not a date")
+    return value.isoformat()
+
+
+def _int(value):
     if type(value) is not int:  # bool is an int subclass, and not an amount
         raise ValueError(f"{value!r} is not an integer")
     return value
 
 
-def _read_bool(value):
+def _bool(value):
     if type(value) is not bool:
         raise ValueError(f"{value!r} is not true or false")
     return value
 
 
-def _read_float(value):
+def _float(value):
     if type(value) not in (int, float):
         raise ValueError(f"{value!r} is not a number")
     return float(value)
 
 
-def _read_list(value):
-    if type(value) is not list:
-        raise ValueError(f"{value!r} is not a list")
-    return value
-
-
-def _read_str(value):
+def _str(value):
+    # A str subclass (a StrEnum member) is written as its text, and the
+    # str read back equals it.
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
     return value
 
 
-def _to_json(value):
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime.datetime | datetime.date):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return [_to_json(item) for item in value]
+def _tuple(value):
+    if not isinstance(value, tuple):
+        raise ValueError(f"{value!r} is not a tuple")
+    return value
+
+
+def _list(value):
+    if type(value) is not list:
+        raise ValueError(f"{value!r} is not a list")
+    return value
+
+
+def _sized(values, length: int):
+    if len(values) != length:
+        raise ValueError(f"{values!r} does not hold {length} items")
+    return values
+
+
+def _as_is(value):
     return value
 
 

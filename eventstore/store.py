@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import re
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,8 +41,10 @@ from .errors import (
     ConcurrencyError,
     DuplicateEventError,
     EventStoreError,
+    InvalidStreamId,
     PartitionCountMismatch,
     UnreadableEvent,
+    UnstorableEvent,
 )
 from .models import Event, NudgeClaim, PartitionHead, Snapshot
 
@@ -55,6 +58,15 @@ _COLUMNS = (
 )
 _REPLAY_COLUMNS = "version, event_type, schema_version, data"
 _E_COLUMNS = ", ".join(f"e.{column}" for column in _COLUMNS.split(", "))
+
+# An append checks in Python what PostgreSQL would refuse inside
+# eventstore_append, where the error would leave the caller's transaction
+# aborted; SQLite would store it, and the same code then fail on PostgreSQL.
+_STREAM_ID_LENGTH = Event._meta.get_field("stream_id").max_length
+_EVENT_TYPE_LENGTH = Event._meta.get_field("event_type").max_length
+# A NUL character in JSON text: the escape \u0000, unless its backslash is
+# itself escaped (\\u0000 is a backslash, then the letters "u0000").
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +208,19 @@ def append(
     partition than this process's count gives it. If every event id is
     already stored, append nothing and return the stored events: a repeat is
     a no-op.
+
+    What the table could not store, or a read could not give back, is
+    refused before anything is sent, on every database: ``InvalidStreamId``
+    (empty, too long), ``EventEncodeError`` (a field value of the wrong
+    type) and ``UnstorableEvent`` (NaN or a NUL character in data or
+    metadata, say). An ``expected_version`` below 0 is a bug, not a
+    conflict: ``ValueError``.
     """
+    if not isinstance(expected_version, int) or expected_version < 0:
+        raise ValueError(
+            f"expected_version must be 0 or more, not {expected_version!r}"
+        )
+    _check_stream_id(stream_id)
     if not events:
         return []
     new_events = [
@@ -206,6 +230,10 @@ def append(
     rows = []
     for new in new_events:
         name, schema_version, data = event_registry.encode(new.event)
+        if len(name) > _EVENT_TYPE_LENGTH:
+            raise UnstorableEvent(
+                f"event type {name!r} is longer than {_EVENT_TYPE_LENGTH} characters"
+            )
         rows.append(
             (
                 new.event_id or uuid.uuid4(),
@@ -219,6 +247,7 @@ def append(
         raise DuplicateEventError(
             f"an event id appears twice among the events appended to {stream_id!r}"
         )
+    events_json = _events_json(stream_id, rows)  # checked on SQLite too
     # The proxy ``connection`` looks the connection up on every attribute
     # access; an append is hot enough for that to show.
     db = connections[DEFAULT_DB_ALIAS]
@@ -230,7 +259,7 @@ def append(
             stream_id,
             partition,
             expected_version,
-            rows,
+            events_json,
             check_ids=any(new.event_id is not None for new in new_events),
         )
     else:
@@ -285,6 +314,63 @@ def _stored_in(stream_id: str, stored: list[RecordedEvent]) -> list[RecordedEven
     return stored
 
 
+def _check_stream_id(stream_id: str) -> None:
+    if not stream_id:
+        raise InvalidStreamId("a stream id cannot be empty")
+    if len(stream_id) > _STREAM_ID_LENGTH:
+        raise InvalidStreamId(
+            f"stream id {stream_id[:60]!r}... is longer than"
+            f" {_STREAM_ID_LENGTH} characters"
+        )
+    if "\x00" in stream_id:
+        raise InvalidStreamId(f"stream id {stream_id!r} holds a NUL character")
+
+
+def _events_json(stream_id: str, rows) -> bytes:
+    """Return the events as the JSON array ``eventstore_append`` takes.
+
+    Raise ``UnstorableEvent`` for what jsonb refuses: NaN and infinities,
+    NUL characters, lone surrogates (UTF-8 cannot hold them), and values
+    that are not JSON.
+    """
+    events = [
+        {
+            "event_id": str(event_id),
+            "event_type": name,
+            "schema_version": schema_version,
+            "data": data,
+            "metadata": meta,
+        }
+        for event_id, name, schema_version, data, meta in rows
+    ]
+    try:
+        return _storable_json(events)
+    except (TypeError, ValueError):
+        raise UnstorableEvent(_unstorable(stream_id, rows)) from None
+
+
+def _storable_json(value) -> bytes:
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        raise ValueError("a NUL character")
+    return text.encode()
+
+
+def _unstorable(stream_id: str, rows) -> str:
+    """Say which value of a refused append jsonb cannot hold."""
+    for _, name, _, data, meta in rows:
+        for part, values in (("data", data), ("metadata", meta)):
+            for key, value in values.items():
+                try:
+                    _storable_json({key: value})
+                except (TypeError, ValueError) as error:
+                    return (
+                        f"{part} {key!r} of a {name!r} event appended to"
+                        f" {stream_id!r} cannot be stored: {error}"
+                    )
+    return f"an event appended to {stream_id!r} cannot be stored"
+
+
 def _clean(metadata: dict) -> dict:
     return {
         key: _jsonable(value) for key, value in metadata.items() if value is not None
@@ -295,23 +381,15 @@ def _jsonable(value):
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def _append_postgresql(db, stream_id, partition, expected_version, rows, *, check_ids):
+def _append_postgresql(
+    db, stream_id, partition, expected_version, events_json, *, check_ids
+):
     # A plain psycopg cursor binds the parameters on the server, in binary,
     # and psycopg prepares the statement after a few calls (settings:
-    # prepare_threshold). The events go as one JSON array, encoded in one
-    # call; arrays would be adapted element by element in Python.
-    events = Jsonb(
-        [
-            {
-                "event_id": str(event_id),
-                "event_type": name,
-                "schema_version": schema_version,
-                "data": data,
-                "metadata": meta,
-            }
-            for event_id, name, schema_version, data, meta in rows
-        ]
-    )
+    # prepare_threshold). The events go as one JSON array, encoded (and
+    # checked) in one call by _events_json; arrays would be adapted element
+    # by element in Python.
+    events = Jsonb(events_json, dumps=_already_encoded)
     db.ensure_connection()
     cursor = _append_cursor(db)
     with db.wrap_database_errors:
@@ -328,6 +406,10 @@ def _append_postgresql(db, stream_id, partition, expected_version, rows, *, chec
     if outcome == "wrong_partition":
         return outcome, result[0][4], nudge
     return outcome, [(r[1], r[3], r[4], r[5]) for r in result], nudge
+
+
+def _already_encoded(events_json: bytes) -> bytes:
+    return events_json
 
 
 def _append_cursor(db) -> psycopg.Cursor:

@@ -75,6 +75,7 @@ class Subscription:
 
     def handles(self, *event_classes: type) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of these event classes."""
+        _require_event_classes(self, event_classes)
 
         def register(handler: Handler) -> Handler:
             if self.batch_handler is not None:
@@ -96,6 +97,7 @@ class Subscription:
         It gets the batch's events of these classes, in partition order, and
         must handle all of them (in bulk, typically) or raise.
         """
+        _require_event_classes(self, event_classes)
 
         def register(handler: BatchHandler) -> BatchHandler:
             if self.handlers or self.batch_handler is not None:
@@ -111,6 +113,13 @@ class Subscription:
     @property
     def event_types(self) -> list[str]:
         return sorted(self.batch_types or self.handlers)
+
+
+def _require_event_classes(sub: Subscription, event_classes: tuple) -> None:
+    # A handler of no event type would read nothing, and the runner would move
+    # the checkpoints past every event, for good and in silence.
+    if not event_classes:
+        raise ValueError(f"{sub.name}: a handler must handle at least one event class")
 
 
 _subscriptions: dict[str, Subscription] = {}
@@ -169,7 +178,11 @@ def process_partition(
 
 
 def _with_work(subs: list[Subscription], partition: int) -> list[Subscription]:
-    """Return the subscriptions behind the partition's head and not backing off."""
+    """Return the subscriptions not at the partition's head and not backing off.
+
+    One beyond the head has work too: the runner stops it there (see
+    ``_stop_beyond_head``).
+    """
     head = head_sequence(partition)
     if not head or not subs:
         return []
@@ -178,7 +191,7 @@ def _with_work(subs: list[Subscription], partition: int) -> list[Subscription]:
             subscription__in=[sub.name for sub in subs], partition=partition
         )
         .filter(
-            Q(sequence__gte=head)
+            Q(sequence=head)
             | Q(failed_sequence__isnull=False, retry_at__gt=timezone.now())
         )
         .values_list("subscription", flat=True)
@@ -307,6 +320,9 @@ def _handle_batch(
             raise _HandlerFailed(
                 error.index, None, error.sequence, str(error)
             ) from error
+        if checkpoint.sequence > head:
+            _stop_beyond_head(sub, checkpoint, head)
+            return 0, False
         handle(sub, events)
         full = len(events) == limit
         new_sequence = events[-1].sequence if full else head
@@ -381,6 +397,44 @@ def _clear_failure(checkpoint: Checkpoint) -> None:
     checkpoint.attempts = 0
     checkpoint.failed_at = None
     checkpoint.retry_at = None
+
+
+def _stop_beyond_head(sub: Subscription, checkpoint: Checkpoint, head: int) -> None:
+    """Stop a partition whose checkpoint is past its last event, with the error.
+
+    Sequences only grow, so a checkpoint beyond its head was set under other
+    partition numbers (or by hand). Read as caught up, it would pass over the
+    partition's new events in silence until they reached it; moved back to
+    the head, it would pass over those already there. Which of them were
+    handled only an operator can say. Nothing was handled in this
+    transaction, so the stop is written in it, under the lease.
+    """
+    now = timezone.now()
+    checkpoint.attempts = (
+        checkpoint.attempts + 1 if checkpoint.failed_sequence == head else 1
+    )
+    checkpoint.failed_sequence = head
+    checkpoint.failed_event_id = (
+        Event.objects.filter(partition=checkpoint.partition, sequence=head)
+        .values_list("event_id", flat=True)
+        .first()
+    )
+    checkpoint.error = (
+        f"checkpoint at {checkpoint.sequence} beyond the partition's head "
+        f"{head}: the partitions were renumbered? Place this subscription's "
+        "checkpoints as README's 'Changing the number of partitions' says."
+    )
+    checkpoint.failed_at = now
+    checkpoint.retry_at = now + datetime.timedelta(
+        seconds=min(2**checkpoint.attempts, MAX_BACKOFF_SECONDS)
+    )
+    checkpoint.save()
+    logger.error(
+        "subscription %s stopped at partition %s: %s",
+        sub.name,
+        checkpoint.partition,
+        checkpoint.error,
+    )
 
 
 def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) -> None:
@@ -459,15 +513,22 @@ def partitions_behind() -> list[int]:
     """Return the partitions where some subscription has work it may do now."""
     subs = all_subscriptions()
     ensure_checkpoints(subs, partitions())
-    heads = partition_heads()
     waiting = Q(failed_sequence__isnull=False, retry_at__gt=timezone.now())
-    behind = set()
-    for checkpoint in Checkpoint.objects.filter(
-        subscription__in=[sub.name for sub in subs]
-    ).exclude(waiting):
-        if checkpoint.sequence < heads.get(checkpoint.partition, 0):
-            behind.add(checkpoint.partition)
-    return sorted(behind)
+    checkpoints = list(
+        Checkpoint.objects.filter(subscription__in=[sub.name for sub in subs])
+        .exclude(waiting)
+        .values_list("partition", "sequence")
+    )
+    # Read after the checkpoints, the heads are at or past every one of them
+    # but those set beyond their head: a runner stops those, for all to see.
+    heads = partition_heads()
+    return sorted(
+        {
+            partition
+            for partition, sequence in checkpoints
+            if heads.get(partition, 0) and sequence != heads[partition]
+        }
+    )
 
 
 # Operations
@@ -486,7 +547,14 @@ class PartitionStatus:
 
     @property
     def lag(self) -> int:
-        return max(self.head - self.sequence, 0)
+        """Return how many events may wait: all of them past a checkpoint's head.
+
+        A checkpoint beyond its head (partitions renumbered) tells nothing of
+        which events it has handled.
+        """
+        if self.sequence > self.head:
+            return self.head
+        return self.head - self.sequence
 
 
 def subscription_status() -> list[PartitionStatus]:
@@ -494,13 +562,15 @@ def subscription_status() -> list[PartitionStatus]:
 
     Reads only: a partition no runner has visited yet shows position 0.
     """
-    heads = partition_heads()
     stored = {
         (c.subscription, c.partition): c
         for c in Checkpoint.objects.filter(
             subscription__in=[s.name for s in all_subscriptions()]
         )
     }
+    # Read after the checkpoints, so a checkpoint a runner moved meanwhile
+    # does not show as beyond its head (and every event as lag).
+    heads = partition_heads()
     statuses = []
     for sub in all_subscriptions():
         for partition in partitions():
@@ -563,6 +633,14 @@ def skip_failed_event(
                 f"{subscription_name}[{partition}] is stopped at sequence "
                 f"{checkpoint.failed_sequence} now, not {sequence}; look again"
             )
+        if checkpoint.sequence >= sequence:
+            # Stopped beyond its head: a skip would pass over events nobody
+            # knows were handled.
+            raise ValueError(
+                f"{subscription_name}[{partition}] is at sequence "
+                f"{checkpoint.sequence}, past {sequence}: a skip cannot help; "
+                "see its error"
+            )
         # A skip moves the checkpoint to the failed event: every event of the
         # subscription before it must be handled already, or it would be
         # passed over with no record. (Sequences only: the failed event may
@@ -597,6 +675,36 @@ def skip_failed_event(
         checkpoint.save()
         nudges.send_on_commit(partition)
     return skipped
+
+
+def move_checkpoints_to_heads() -> None:
+    """Put every subscription's checkpoints at their partitions' heads, unstopped.
+
+    Only for the offline change of the number of partitions (README): the
+    new sequences say nothing of the old checkpoints, so every subscription
+    must have handled every event before the change; then the heads are
+    where they are. Checkpoints of partitions no longer there go.
+    """
+    names = [sub.name for sub in all_subscriptions()]
+    with transaction.atomic():
+        Checkpoint.objects.filter(subscription__in=names).exclude(
+            partition__in=partitions()
+        ).delete()
+        ensure_checkpoints(all_subscriptions(), partitions())
+        checkpoints = Checkpoint.objects.filter(subscription__in=names)
+        # Wait for any runner still at work; hold the others off until commit.
+        list(checkpoints.select_for_update().order_by("subscription", "partition"))
+        for partition in partitions():
+            checkpoints.filter(partition=partition).update(
+                sequence=head_sequence(partition),
+                failed_sequence=None,
+                failed_event_id=None,
+                error="",
+                attempts=0,
+                failed_at=None,
+                retry_at=None,
+                updated_at=timezone.now(),
+            )
 
 
 # Rebuilding

@@ -12,7 +12,12 @@ from django.test import override_settings  # noqa: E402
 
 from eventstore import store, subscriptions  # noqa: E402
 from eventstore.aggregates import Repository  # noqa: E402
-from eventstore.errors import ConcurrencyError, PartitionCountMismatch  # noqa: E402
+from eventstore.errors import (  # noqa: E402
+    ConcurrencyError,
+    InvalidStreamId,
+    PartitionCountMismatch,
+    UnstorableEvent,
+)
 from eventstore.store import (  # noqa: E402
     NewEvent,
     append,
@@ -49,6 +54,17 @@ with override_settings(EVENTSTORE_PARTITIONS=other):
         raise AssertionError("appended in another partition")
     except PartitionCountMismatch:
         pass
+# SQLite would store what PostgreSQL cannot: it is refused here too.
+try:
+    append("s" * 300, [Counted(amount=1)], 0)
+    raise AssertionError("a stream id longer than its column was stored")
+except InvalidStreamId:
+    pass
+try:
+    append(stream, [Counted(amount=4, note="a\x00b")], 2)
+    raise AssertionError("a NUL character was stored")
+except UnstorableEvent:
+    pass
 (again,) = append(stream, [NewEvent(Counted(amount=2), event_id=event_id)], 5)
 assert again.version == 1
 stored = list(read_stream(stream))

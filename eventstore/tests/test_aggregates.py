@@ -10,12 +10,22 @@ from django.db import connection, transaction
 from eventstore.aggregates import Repository, run_command
 from eventstore.errors import AggregateNotFound, ConcurrencyError
 from eventstore.models import Snapshot
-from eventstore.store import partition_for
-from eventstore.tests.testapp.domain import Counter, CounterV2, UnsnapshottedCounter
+from eventstore.store import partition_for, stream_version
+from eventstore.tests.testapp.domain import (
+    Colour,
+    Counter,
+    CounterV2,
+    CounterWithAnAverage,
+    CounterWithASeparator,
+    CounterWithLargest,
+    Shelf,
+    UnsnapshottedCounter,
+)
 
 pytestmark = pytest.mark.django_db
 
 counters = Repository(Counter)
+shelves = Repository(Shelf)
 
 
 def counter_with(amounts: list[int]) -> uuid.UUID:
@@ -182,6 +192,109 @@ def test_a_bumped_snapshot_schema_version_ignores_old_snapshots():
 
     assert counters.load(counter_id).total == -1 + 11  # v1 uses its snapshot at 10
     assert Repository(CounterV2).load(counter_id).total == sum(range(1, 12))
+
+
+def test_a_snapshot_gives_the_same_aggregate_as_a_replay():
+    """Tuples, UUIDs, enums, int dict keys and datetimes come back as they were."""
+    shelf = Shelf(uuid.uuid4())
+    shelf.shelve("apple", owner=uuid.uuid4(), size=1, colour=Colour.RED)
+    shelf.shelve("pear", owner=uuid.uuid4(), size=1, colour=Colour.BLUE)
+    shelves.save(shelf)  # version 2: a snapshot is taken
+    assert Snapshot.objects.filter(stream_id=shelf.stream_id).exists()
+
+    from_snapshot = shelves.load(shelf.id)
+    Snapshot.objects.all().delete()
+    replayed = shelves.load(shelf.id)
+
+    assert vars(from_snapshot) == vars(replayed) == vars(shelf)
+    assert from_snapshot.items == ("apple", "pear")
+    assert from_snapshot.items_by_size == {1: 2}
+    assert from_snapshot.colour is Colour.BLUE
+    # Its next event applies as to the replayed one (a tuple plus a tuple).
+    from_snapshot.shelve("plum", owner=uuid.uuid4(), size=2, colour=Colour.RED)
+    assert from_snapshot.items == ("apple", "pear", "plum")
+
+
+def test_an_aggregate_holding_a_uuid_saves_past_its_snapshot_point():
+    """A snapshot due at a save holds what events hold: UUIDs and datetimes."""
+    shelf_id, owner = uuid.uuid4(), uuid.uuid4()
+
+    def shelve_two():
+        shelf = Shelf(shelf_id)
+        shelf.shelve("apple", owner=uuid.uuid4(), size=1, colour=Colour.RED)
+        shelf.shelve("pear", owner=owner, size=1, colour=Colour.RED)
+        shelves.save(shelf)  # version 2: a snapshot is due
+
+    run_command(shelve_two)
+
+    loaded = shelves.load(shelf_id)
+    assert (loaded.version, loaded.owner) == (2, owner)
+    assert Snapshot.objects.get(stream_id=loaded.stream_id).version == 2
+
+
+@pytest.mark.parametrize(
+    "aggregate_class",
+    [CounterWithAnAverage, CounterWithASeparator],
+    ids=["not-json", "refused-by-postgresql"],
+)
+def test_a_snapshot_that_cannot_be_taken_is_logged_and_the_save_goes_on(
+    aggregate_class, caplog
+):
+    """A snapshot is a cache: it never fails a save, nor the caller's transaction."""
+    repository = Repository(aggregate_class)
+    counter = aggregate_class(uuid.uuid4())
+    for amount in range(1, 11):
+        counter.add(amount)
+
+    with transaction.atomic():
+        repository.save(counter)  # version 10: a snapshot is due
+        assert stream_version(counter.stream_id) == 10  # the transaction goes on
+
+    assert not Snapshot.objects.exists()
+    assert f"no snapshot of {counter.stream_id} at v10" in caplog.text
+    assert repository.load(counter.id).total == 55
+
+
+@pytest.mark.parametrize(
+    ("writer", "reader"),
+    [(Counter, CounterWithLargest), (CounterWithLargest, Counter)],
+    ids=["attribute-added", "attribute-removed"],
+)
+def test_a_snapshot_of_other_attributes_than_the_aggregate_has_is_not_used(
+    writer, reader, caplog
+):
+    """A release changed the attributes and forgot ``snapshot_schema_version``.
+
+    Restored, the old snapshot would leave an added attribute at its default
+    (the largest amount 1, where the events say 7), or keep one the aggregate
+    no longer has, silently: the repository replays the events instead.
+    """
+    counter = writer(uuid.uuid4())
+    for amount in [7, 3] * 5 + [1]:
+        counter.add(amount)
+    Repository(writer).save(counter)  # a snapshot at version 11
+    assert Snapshot.objects.filter(stream_id=counter.stream_id).exists()
+
+    loaded = Repository(reader).load(counter.id)
+    Snapshot.objects.all().delete()
+    replayed = Repository(reader).load(counter.id)
+
+    assert vars(loaded) == vars(replayed)
+    assert (loaded.total, loaded.count) == (51, 11)
+    assert f"snapshot of {counter.stream_id} not used" in caplog.text
+
+
+def test_a_snapshot_that_cannot_be_read_is_not_used(caplog):
+    counter_id = counter_with(list(range(1, 12)))
+    # As an enum renamed since, or a value of a kind this code does not know.
+    Snapshot.objects.filter(stream_id=Counter.stream_id_for(counter_id)).update(
+        state={"total": {"$enum": ["nowhere", "Gone", 1]}, "count": 10}
+    )
+
+    loaded = counters.load(counter_id)
+
+    assert (loaded.total, loaded.count) == (66, 11)
+    assert "cannot be read: no enum nowhere.Gone" in caplog.text
 
 
 def test_a_long_history_without_a_snapshot_is_read_in_several_batches():

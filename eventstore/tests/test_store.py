@@ -1,5 +1,6 @@
 """append and read against the real PostgreSQL."""
 
+import datetime
 import os
 import random
 import subprocess
@@ -8,7 +9,9 @@ import threading
 import time
 import uuid
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 import pytest
@@ -21,9 +24,15 @@ from eventstore.context import metadata_context
 from eventstore.errors import (
     ConcurrencyError,
     DuplicateEventError,
+    EventDecodeError,
+    EventEncodeError,
+    InvalidStreamId,
     PartitionCountMismatch,
     UnknownEventType,
+    UnreadableEvent,
+    UnstorableEvent,
 )
+from eventstore.events import register_event
 from eventstore.models import Event, NudgeClaim, PartitionHead
 from eventstore.store import (
     NewEvent,
@@ -39,6 +48,29 @@ from eventstore.store import (
 )
 from eventstore.tests.streams import stream_placed_apart, streams_in_partition
 from eventstore.tests.testapp.events import Counted
+
+
+@register_event("eventstore_tests.Dated")
+@dataclass(frozen=True)
+class Dated:
+    day: datetime.date
+
+
+class AmountAboveLimit(Exception):
+    pass
+
+
+@register_event("eventstore_tests.Limited")
+@dataclass(frozen=True)
+class Limited:
+    """An event class whose rule a later release may tighten (``limit``)."""
+
+    amount: int
+    limit: ClassVar[int | None] = None
+
+    def __post_init__(self):
+        if self.limit is not None and self.amount > self.limit:
+            raise AmountAboveLimit(f"{self.amount} is above {self.limit}")
 
 
 def new_stream() -> str:
@@ -154,6 +186,110 @@ class TestAppend:
 
         assert stream_version(stream) == 0
 
+    @pytest.mark.parametrize(
+        "event",
+        [
+            Counted(amount="5"),
+            Counted(amount=True),
+            Counted(amount=2.5),
+            Dated(day=datetime.datetime(2024, 5, 1, 12, 0)),
+        ],
+        ids=["str-in-int", "bool-in-int", "float-in-int", "datetime-in-date"],
+    )
+    def test_an_event_that_would_not_read_back_is_refused_before_it_is_sent(
+        self, event, django_assert_num_queries
+    ):
+        # Stored, it could never be read again: the table is append-only.
+        stream = new_stream()
+        with transaction.atomic():
+            with django_assert_num_queries(0), pytest.raises(EventEncodeError):
+                append(stream, [Counted(amount=1), event], 0)
+            assert stream_version(stream) == 0  # the transaction is still usable
+
+    @pytest.mark.parametrize(
+        "stream",
+        ["", "tally-" + "x" * 195, "tally-\x00"],
+        ids=["empty", "longer-than-its-column", "nul"],
+    )
+    def test_a_stream_id_the_table_cannot_hold_is_refused_leaving_the_transaction(
+        self, stream, django_assert_num_queries
+    ):
+        with transaction.atomic():
+            with django_assert_num_queries(0), pytest.raises(InvalidStreamId):
+                append(stream, [Counted(amount=1)], 0)
+            append(new_stream(), [Counted(amount=1)], 0)
+
+    def test_a_stream_id_as_long_as_its_column_is_stored(self):
+        stream = "tally-" + "x" * 194
+
+        append(stream, [Counted(amount=1)], 0)
+
+        assert stream_version(stream) == 1
+
+    def test_an_event_type_longer_than_its_column_is_refused(self):
+        @register_event("eventstore_tests." + "Long" * 50)
+        @dataclass(frozen=True)
+        class Long:
+            pass
+
+        stream = new_stream()
+        with transaction.atomic():
+            with pytest.raises(UnstorableEvent, match="longer than 200"):
+                append(stream, [Long()], 0)
+            assert stream_version(stream) == 0
+
+    @pytest.mark.parametrize(
+        ("event", "metadata", "named"),
+        [
+            (Counted(amount=1, note="a\x00b"), None, "data 'note'"),
+            (Counted(amount=1, sleep_seconds=float("nan")), None, "'sleep_seconds'"),
+            (Counted(amount=1, sleep_seconds=float("inf")), None, "'sleep_seconds'"),
+            (Counted(amount=1, note="\ud800"), None, "data 'note'"),
+            (Counted(amount=1), {"score": float("nan")}, "metadata 'score'"),
+            (Counted(amount=1), {"a\x00": "b"}, "metadata 'a\\x00'"),
+            (Counted(amount=1), {"at": datetime.datetime.now()}, "metadata 'at'"),
+        ],
+        ids=[
+            "nul",
+            "nan",
+            "inf",
+            "lone-surrogate",
+            "nan-in-metadata",
+            "nul-in-a-metadata-key",
+            "not-json-in-metadata",
+        ],
+    )
+    def test_data_jsonb_cannot_hold_is_refused_leaving_the_transaction(
+        self, event, metadata, named, django_assert_num_queries
+    ):
+        stream = new_stream()
+        with transaction.atomic():
+            with (
+                django_assert_num_queries(0),
+                pytest.raises(UnstorableEvent) as raised,
+            ):
+                append(stream, [event], 0, metadata=metadata)
+            assert stream_version(stream) == 0  # the transaction is still usable
+
+        assert named in str(raised.value) and stream in str(raised.value)
+
+    def test_text_that_only_spells_a_nul_escape_is_stored(self):
+        stream = new_stream()
+        note = "\\u0000 and \\\\u0000"  # backslashes, not NUL characters
+
+        append(stream, [Counted(amount=1, note=note)], 0, metadata={"n": note})
+
+        (stored,) = read_stream(stream)
+        assert (stored.event.note, stored.metadata["n"]) == (note, note)
+
+    @pytest.mark.parametrize("expected_version", [None, -1])
+    def test_an_expected_version_below_zero_is_a_bug_not_a_conflict(
+        self, expected_version
+    ):
+        # A ConcurrencyError would have the command retried, in vain.
+        with pytest.raises(ValueError, match="expected_version"):
+            append(new_stream(), [Counted(amount=1)], expected_version)
+
     def test_recorded_time_is_the_moment_of_the_write_not_the_transaction_start(self):
         stream = new_stream()
         with transaction.atomic():
@@ -183,6 +319,22 @@ class TestAppend:
             amounts = [e.event.amount for e in read_stream(stream, batch_size=3)]
 
         assert amounts == list(range(1, 11))
+
+    def test_an_event_its_class_now_refuses_is_an_error_naming_its_position(
+        self, monkeypatch
+    ):
+        stream = new_stream()
+        (recorded,) = append(stream, [Limited(amount=500)], 0)
+        monkeypatch.setattr(Limited, "limit", 100)  # a later release
+
+        with pytest.raises(EventDecodeError, match=f"{stream} v1.*AmountAboveLimit"):
+            list(read_stream(stream))
+        # What stops a subscription's partition there, recorded.
+        with pytest.raises(UnreadableEvent) as raised:
+            read_partition(
+                recorded.partition, after_sequence=recorded.sequence - 1, limit=10
+            )
+        assert raised.value.sequence == recorded.sequence
 
     def test_a_partition_is_read_after_a_checkpoint(self):
         first, second = streams_in_partition(3, 2)

@@ -14,10 +14,16 @@ from django.utils import timezone
 
 from eventstore import nudges, subscriptions
 from eventstore.models import Checkpoint, Event, NudgeClaim, SkippedEvent
-from eventstore.store import append, lock_partitions, partition_for, read_stream
+from eventstore.store import (
+    append,
+    head_sequence,
+    lock_partitions,
+    partition_for,
+    read_stream,
+)
 from eventstore.tasks import process_partition_task, sweep_partitions
 from eventstore.tests.streams import streams_in_partition
-from eventstore.tests.test_store import append_left_open
+from eventstore.tests.test_store import Limited, append_left_open
 from eventstore.tests.testapp.events import Counted
 from eventstore.tests.testapp.models import Handled, Tally
 from eventstore.tests.testapp.projections import tallies
@@ -175,6 +181,21 @@ class TestHandling:
         assert reason in stopped.error and f"{stream} v2" in stopped.error
         # Named by its id too, so a skip of it can be traced to its stream.
         assert stopped.failed_event_id == bad.event_id
+
+    def test_an_event_its_class_now_refuses_stops_the_partition(self, monkeypatch):
+        limits = subscriptions.Subscription(name="tests.limits")
+        limits.handles(Limited)(lambda recorded: None)
+        (stream,) = streams_in_partition(7, 1)
+        (good,) = append(stream, [Limited(amount=1)], 0)
+        (refused,) = append(stream, [Limited(amount=500)], 1)
+        monkeypatch.setattr(Limited, "limit", 100)  # a later release
+
+        subscriptions.process_partition(7, [limits])
+
+        stopped = Checkpoint.objects.get(subscription=limits.name, partition=7)
+        assert stopped.sequence == good.sequence
+        assert stopped.failed_sequence == refused.sequence
+        assert "AmountAboveLimit: 500 is above 100" in stopped.error
 
 
 @pytest.mark.django_db(transaction=True)
@@ -935,3 +956,104 @@ class TestBatchHandlers:
 
         with pytest.raises(ValueError, match="batch handler"):
             bulk.handles(Counted)(lambda recorded: None)
+
+
+@pytest.mark.parametrize("register", ["handles", "handles_batch"])
+def test_a_handler_of_no_event_class_is_refused(register):
+    """Registered for no type, it would let the runner pass every event over."""
+    sub = subscriptions.Subscription(name="eventstore_tests.of_nothing")
+
+    with pytest.raises(ValueError, match="at least one event class"):
+        getattr(sub, register)()
+
+
+@pytest.mark.django_db
+class TestCheckpointBeyondItsHead:
+    """A checkpoint past its partition's last event: the partitions were renumbered.
+
+    README's offline change of the number of partitions renumbers every
+    event; a subscription whose checkpoints were not moved then (a process
+    manager has no rebuild to move them) would take its new events for
+    handled ones until they reached the old checkpoint.
+    """
+
+    def stopped_beyond_its_head(self, partition: int):
+        (stream,) = streams_in_partition(partition, 1)
+        Checkpoint.objects.create(
+            subscription=tallies.name, partition=partition, sequence=1_000_000
+        )
+        (recorded,) = append(stream, [Counted(amount=1)], 0)
+        subscriptions.process_partition(partition, [tallies])
+        return recorded
+
+    def test_the_partition_stops_there_instead_of_passing_new_events_over(self):
+        recorded = self.stopped_beyond_its_head(5)
+
+        stopped = checkpoint(5)
+        assert not Handled.objects.exists()
+        assert stopped.sequence == 1_000_000  # not moved back past the event
+        assert stopped.failed_sequence == recorded.sequence
+        assert stopped.failed_event_id == recorded.event_id
+        assert (
+            f"checkpoint at 1000000 beyond the partition's head {recorded.sequence}:"
+            " the partitions were renumbered?" in stopped.error
+        )
+
+    def test_it_shows_as_stopped_with_every_event_of_the_partition_as_lag(self):
+        recorded = self.stopped_beyond_its_head(5)
+        out = StringIO()
+
+        call_command("subscriptions", stdout=out)
+
+        (status,) = [
+            s
+            for s in subscriptions.subscription_status()
+            if (s.subscription, s.partition) == (tallies.name, 5)
+        ]
+        assert status.failed_sequence == recorded.sequence
+        assert status.lag == recorded.sequence
+        assert "beyond the partition's head" in out.getvalue()
+
+    def test_the_sweep_sends_a_runner_to_it(self):
+        (stream,) = streams_in_partition(5, 1)
+        append(stream, [Counted(amount=1)], 0)
+        subscriptions.process_partition(5)
+        assert 5 not in subscriptions.partitions_behind()
+
+        Checkpoint.objects.filter(subscription=tallies.name, partition=5).update(
+            sequence=1_000_000
+        )
+
+        assert 5 in subscriptions.partitions_behind()
+
+    def test_it_cannot_be_skipped(self):
+        """A skip would move the checkpoint to the head, past unhandled events."""
+        recorded = self.stopped_beyond_its_head(5)
+
+        with pytest.raises(ValueError, match="a skip cannot help"):
+            subscriptions.skip_failed_event(
+                tallies.name, 5, sequence=recorded.sequence, reason="renumbered"
+            )
+
+        assert checkpoint(5).sequence == 1_000_000
+
+    def test_moving_every_checkpoint_to_its_head_handles_only_later_events(self):
+        """README's procedure, once every event was handled before the change."""
+        earlier = self.stopped_beyond_its_head(5)  # as if handled before
+        gone = settings.EVENTSTORE_PARTITIONS  # a partition no longer there
+        Checkpoint.objects.create(subscription=tallies.name, partition=gone)
+
+        subscriptions.move_checkpoints_to_heads()
+
+        heads = {p: head_sequence(p) for p in subscriptions.partitions()}
+        for sub in subscriptions.all_subscriptions():
+            assert {
+                c.partition: c.sequence
+                for c in Checkpoint.objects.filter(subscription=sub.name)
+            } == heads
+        assert not checkpoint(5).is_stopped
+        (later,) = append(earlier.stream_id, [Counted(amount=2)], 1)
+        subscriptions.process_partition(5, [tallies])
+        assert list(Handled.objects.values_list("event_id", flat=True)) == [
+            later.event_id
+        ]

@@ -1,3 +1,5 @@
+import datetime
+import uuid
 from dataclasses import dataclass
 
 from eventstore.events import register_event, upcaster
@@ -22,3 +24,13 @@ def counted_v1_to_v2(data: dict) -> dict:
 @dataclass(frozen=True)
 class Ignored:
     pass
+
+
+@register_event("testapp.Shelved")
+@dataclass(frozen=True)
+class Shelved:
+    item: str
+    owner: uuid.UUID
+    size: int
+    colour: str
+    at: datetime.datetime
