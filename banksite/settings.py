@@ -6,7 +6,6 @@ fallback; ``CELERY_TASK_ALWAYS_EAGER=1`` runs tasks in-process.
 """
 
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -64,24 +63,6 @@ def env_int(
     if maximum is not None and number > maximum:
         raise ImproperlyConfigured(f"{name}={value!r} is above its maximum, {maximum}.")
     return number
-
-
-def env_seconds(name: str, default: float, *, minimum: float) -> float:
-    """Return the seconds (a fraction allowed) in ``name``, or ``default``."""
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan  # refused below, as "nan" and "inf" are
-    if not math.isfinite(seconds):
-        raise ImproperlyConfigured(
-            f"{name}={value!r} is not a number of seconds (the default is {default})."
-        )
-    if seconds < minimum:
-        raise ImproperlyConfigured(f"{name}={value!r} is below its minimum, {minimum}.")
-    return seconds
 
 
 def database_from_url(url: str) -> dict:
@@ -342,14 +323,20 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-EVENTSTORE_SWEEP_SECONDS = env_seconds("EVENTSTORE_SWEEP_SECONDS", 5.0, minimum=0.1)
+# How long a verification, repair or check job may run (eventstore.verification):
+# then it is stopped, recorded as an error and mailed, and its worker process
+# is free again. Each of its statements has DATABASE_JOB_STATEMENT_TIMEOUT_MS.
+JOB_TIME_LIMIT_SECONDS = env_int("JOB_TIME_LIMIT_SECONDS", 3 * 3600, minimum=60)
+# Whole seconds: django-celery-beat stores an interval in an integer column,
+# where 0.5 would become 0, a sweep sent on every turn of beat's loop.
+EVENTSTORE_SWEEP_SECONDS = env_int("EVENTSTORE_SWEEP_SECONDS", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "eventstore-sweep": {
         "task": "eventstore.tasks.sweep_partitions",
-        "schedule": EVENTSTORE_SWEEP_SECONDS,
+        "schedule": float(EVENTSTORE_SWEEP_SECONDS),
         # A sweep not taken before the next is due is dropped: after the
         # workers were down they would otherwise run every one they missed.
-        "options": {"expire_seconds": math.ceil(EVENTSTORE_SWEEP_SECONDS)},
+        "options": {"expire_seconds": EVENTSTORE_SWEEP_SECONDS},
     },
     "accounts-purge-idempotency-keys": {
         "task": "accounts.tasks.purge_idempotency_keys",
@@ -406,6 +393,8 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# A mail relay that never answers must not hold a job (and its worker) forever.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
 SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "root@localhost")
 

@@ -570,35 +570,55 @@ def _record(name, kind, started, clock, requested_by, result) -> CheckRun:
     )
 
 
-# Celery tasks: thin, and safe to run twice (each run only records a result;
-# a repair rebuilds in one transaction). A job that fails is recorded as a
-# run and does not raise, so the scheduled ones go on to the next.
+# Celery tasks: thin. A job that fails is recorded as a run and does not
+# raise, so the scheduled ones go on to the next.
+
+
+def job(name: str):
+    """Declare a verification, repair or check task: run at most once, for a time.
+
+    Acknowledged when a worker takes it, unlike the other tasks: Redis hands
+    a message not yet acknowledged after its visibility timeout (an hour) to
+    another worker while the first may still run it, and a job may take
+    longer than that (two verifications of one read model, two mails for one
+    difference). A job lost with its worker is run by the next schedule, or
+    asked for again. ``JOB_TIME_LIMIT_SECONDS`` stops one that runs too long
+    (recorded as an error and mailed, like any failure) and frees its worker.
+    """
+    return shared_task(
+        name=name,
+        ignore_result=True,
+        acks_late=False,
+        reject_on_worker_lost=False,
+        soft_time_limit=settings.JOB_TIME_LIMIT_SECONDS,
+        time_limit=settings.JOB_TIME_LIMIT_SECONDS + 60,
+    )
 
 
 def _user(user_id):
     return get_user_model().objects.filter(pk=user_id).first() if user_id else None
 
 
-@shared_task(name="eventstore.verify_projections", ignore_result=True)
+@job("eventstore.verify_projections")
 def verify_projections_task() -> list[str]:
     return [verify(sub.name).outcome for sub in verifiable()]
 
 
-@shared_task(name="eventstore.verify_projection", ignore_result=True)
+@job("eventstore.verify_projection")
 def verify_projection_task(name: str, user_id: int | None = None) -> str:
     return verify(name, requested_by=_user(user_id)).outcome
 
 
-@shared_task(name="eventstore.repair_projection", ignore_result=True)
+@job("eventstore.repair_projection")
 def repair_projection_task(name: str, user_id: int | None = None) -> str:
     return repair(name, requested_by=_user(user_id)).outcome
 
 
-@shared_task(name="eventstore.run_checks", ignore_result=True)
+@job("eventstore.run_checks")
 def run_checks_task() -> list[str]:
     return [run_check(name).outcome for name in checks()]
 
 
-@shared_task(name="eventstore.run_check", ignore_result=True)
+@job("eventstore.run_check")
 def run_check_task(name: str, user_id: int | None = None) -> str:
     return run_check(name, requested_by=_user(user_id)).outcome

@@ -148,8 +148,9 @@ def test_a_partition_count_below_one_is_refused(count):
         settings_from_environment(EVENTSTORE_PARTITIONS=count)
 
 
-@pytest.mark.parametrize("seconds", ["5s", "0", "nan", "inf"])
-def test_a_sweep_interval_that_is_not_a_positive_number_is_refused(seconds):
+@pytest.mark.parametrize("seconds", ["5s", "0", "0.5", "2.5", "nan", "inf"])
+def test_a_sweep_interval_that_is_not_whole_seconds_is_refused(seconds):
+    # django-celery-beat stores intervals in whole seconds: 0.5 would be 0.
     with pytest.raises(ImproperlyConfigured, match="^EVENTSTORE_SWEEP_SECONDS="):
         settings_from_environment(EVENTSTORE_SWEEP_SECONDS=seconds)
 

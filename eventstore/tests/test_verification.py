@@ -434,3 +434,21 @@ class TestJobsThatFail:
         assert run.summary.startswith("OperationalError: ")
         assert CheckRun.objects.get() == run
         assert len(mailoutbox) == 1
+
+
+JOBS = (
+    verification.verify_projections_task,
+    verification.verify_projection_task,
+    verification.repair_projection_task,
+    verification.run_checks_task,
+    verification.run_check_task,
+)
+
+
+@pytest.mark.parametrize("task", JOBS, ids=lambda task: task.name)
+def test_a_job_runs_at_most_once_within_its_time_limit(task, settings):
+    # Acknowledged when taken: Redis would hand an unacknowledged job, which
+    # may run longer than its visibility timeout, to a second worker.
+    assert (task.acks_late, task.reject_on_worker_lost) == (False, False)
+    assert task.soft_time_limit == settings.JOB_TIME_LIMIT_SECONDS
+    assert task.time_limit > task.soft_time_limit

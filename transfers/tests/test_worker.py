@@ -6,7 +6,10 @@ subscription caught up) before it checks the money.
 """
 
 import collections
+import contextlib
+import json
 import random
+import socketserver
 import threading
 
 import pytest
@@ -21,7 +24,11 @@ from eventstore import verification
 from eventstore.models import Checkpoint, CheckRun, Event
 from eventstore.store import read_stream
 from eventstore.subscriptions import catch_up, subscription_status
-from transfers import process, selectors, services
+from eventstore.tests.test_verification import (
+    a_session_waits_for_a_lock,
+    checkpoint_locked,
+)
+from transfers import process, selectors, services, trial_balance
 from transfers.models import TotalsAccount, TransferSummary
 
 from .factories import make_user, open_account
@@ -294,3 +301,89 @@ def test_a_repaired_trial_balance_stays_repaired_in_a_running_worker(
 
     assert set(selectors.totals_snapshot()["currencies"]) == {"EUR"}
     assert verification.verify("transfers.totals").outcome == CheckRun.Outcome.OK
+
+
+class _SilentMailRelay(socketserver.BaseRequestHandler):
+    """Takes the connection and never says a word (a hung mail relay)."""
+
+    def handle(self):
+        self.server.connections += 1
+        with contextlib.suppress(OSError):
+            while self.request.recv(1024):
+                pass
+
+
+@pytest.fixture
+def silent_mail_relay(monkeypatch):
+    """A hung relay, and the settings of the workers started after: 2 s timeout."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SilentMailRelay)
+    server.daemon_threads = True
+    server.connections = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("EMAIL_HOST", "127.0.0.1")
+    monkeypatch.setenv("EMAIL_PORT", str(server.server_address[1]))
+    monkeypatch.setenv("EMAIL_TIMEOUT", "2")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def trial_balance_that_differs() -> None:
+    """Money in the books, projected, then a read-model row gone wrong."""
+    account = open_account(make_user(), balance=100)
+    catch_up()
+    AccountBalance.objects.filter(id=account.id).update(balance=101)
+    make_user(username="ops", email="ops@example.com", is_superuser=True)
+
+
+def unacknowledged_in_this_queue() -> list[bytes]:
+    """The messages of this run's queue a worker took and has not acknowledged."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        return [
+            tag
+            for tag, entry in client.hscan_iter("unacked")
+            if json.loads(entry)[2] == settings.CELERY_TASK_DEFAULT_QUEUE
+        ]
+    finally:
+        client.close()
+
+
+def test_a_running_check_leaves_nothing_for_redis_to_hand_out_again(
+    start_celery_worker, wait_for
+):
+    """Redis gives an unacknowledged message to another worker after an hour.
+
+    A check held up (here by the checkpoint lock a verification would hold)
+    must not be run a second time beside the first: two runs, two mails.
+    """
+    trial_balance_that_differs()
+    with checkpoint_locked("accounts.balances"):
+        start_celery_worker(concurrency=1)
+        verification.run_checks_task.delay()
+        wait_for(a_session_waits_for_a_lock, message="the check to wait")
+
+        assert unacknowledged_in_this_queue() == []
+    wait_for(
+        lambda: CheckRun.objects.filter(name=trial_balance.NAME).exists(),
+        message="the check to end",
+    )
+
+
+def test_a_mail_relay_that_never_answers_does_not_take_the_worker(
+    start_celery_worker, silent_mail_relay, wait_for
+):
+    trial_balance_that_differs()
+    start_celery_worker(concurrency=1)
+    verification.run_checks_task.delay()
+    wait_for(lambda: silent_mail_relay.connections, message="the check to mail")
+
+    account = open_account(make_user(), balance=7)  # after the check got stuck
+
+    def subscriptions_caught_up() -> bool:
+        return all(status.lag == 0 for status in subscription_status())
+
+    wait_for(subscriptions_caught_up, message="the worker to project the deposit")
+    assert AccountBalance.objects.get(id=account.id).balance == 7
+    check = CheckRun.objects.get(name=trial_balance.NAME)
+    assert check.outcome == CheckRun.Outcome.DRIFT and check.alert_error
