@@ -8,19 +8,27 @@ through the operations page (``eventstore.operations``), which calls
 ``eventstore.subscriptions``.
 """
 
+import datetime
 import json
 import re
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import Q
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db.models import Max, Min, Q
 from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
+from . import events as event_registry
 from . import operations
 from .models import Checkpoint, CheckRun, Event, SkippedEvent
 
@@ -102,6 +110,153 @@ class StreamKindFilter(admin.SimpleListFilter):
         return queryset
 
 
+# Django's filter on a plain field lists its values with a SELECT DISTINCT
+# over the whole event table on every view; the code knows them instead.
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    """Narrow the list to one event type, among those the code registers."""
+
+    title = _("event type")
+    parameter_name = "event_type"
+
+    def lookups(self, request, model_admin):
+        # Every stored type is registered: an event of another could not be read.
+        return [(name, name) for name in sorted(event_registry._by_name)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(event_type=self.value())
+        return queryset
+
+
+class PartitionFilter(admin.SimpleListFilter):
+    """Narrow the list to one partition of the event table."""
+
+    title = _("partition")
+    parameter_name = "partition"
+
+    def lookups(self, request, model_admin):
+        return [(str(n), str(n)) for n in range(settings.EVENTSTORE_PARTITIONS)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(partition=self.value())
+        return queryset
+
+
+class CappedPaginator(Paginator):
+    """Count the rows up to a bound: offer that many pages, and say there are more.
+
+    Counting every event reads the whole table on each view (and a filter by
+    type or partition a good part of it), and a page deep in the list costs
+    as much (its OFFSET reads every row it skips). Staff want the latest
+    events and a way to narrow down the rest, not their number: past the
+    bound, they narrow the list by date, stream, type or partition.
+    """
+
+    max_pages = 20
+
+    @property
+    def bound(self) -> int:
+        return self.per_page * self.max_pages
+
+    @cached_property
+    def _counted(self) -> int:
+        # One row past the bound says there are more. Ordering does not change
+        # a count; without it, any index may serve.
+        return self.object_list.order_by()[: self.bound + 1].count()
+
+    @cached_property
+    def count(self) -> int:
+        return min(self._counted, self.bound)
+
+    @property
+    def has_more(self) -> bool:
+        return self._counted > self.bound
+
+
+class EventChangeList(ChangeList):
+    """The event list, whose date drill-down reads two events, not all of them.
+
+    Django's date hierarchy lists the years, months or days that hold events
+    with a ``SELECT DISTINCT date_trunc(...)`` over every event shown: the
+    whole table, at the top. Events arrive all the time, so this lists every
+    period from the first event shown to the last (both ends of the index on
+    ``recorded_at``); a period without events shows an empty list.
+    """
+
+    def date_drill_down(self) -> dict:
+        """Return what Django's ``date_hierarchy`` tag gives its template."""
+        field = self.date_hierarchy
+        year, month, day = (
+            self.params.get(f"{field}__{part}") for part in ("year", "month", "day")
+        )
+
+        def link(**parts) -> str:
+            filters = {f"{field}__{part}": value for part, value in parts.items()}
+            return self.get_query_string(filters, [f"{field}__"])
+
+        def title(date: datetime.date, date_format: str) -> str:
+            return capfirst(formats.date_format(date, date_format))
+
+        if year and month and day:
+            shown = datetime.date(int(year), int(month), int(day))
+            return {
+                "show": True,
+                "back": {
+                    "link": link(year=year, month=month),
+                    "title": title(shown, "YEAR_MONTH_FORMAT"),
+                },
+                "choices": [{"title": title(shown, "MONTH_DAY_FORMAT")}],
+            }
+        span = self.queryset.aggregate(first=Min(field), last=Max(field))
+        if span["first"] is None:
+            first = last = None
+        else:
+            first, last = map(timezone.localtime, (span["first"], span["last"]))
+            if not year and first.year == last.year:
+                # As Django does: start at the months (or days) of the only year.
+                year = first.year
+                if first.month == last.month:
+                    month = first.month
+        if year and month:
+            days = range(first.day, last.day + 1) if first else ()
+            return {
+                "show": True,
+                "back": {"link": link(year=year), "title": str(year)},
+                "choices": [
+                    {
+                        "link": link(year=year, month=month, day=d),
+                        "title": title(
+                            datetime.date(int(year), int(month), d), "MONTH_DAY_FORMAT"
+                        ),
+                    }
+                    for d in days
+                ],
+            }
+        if year:
+            months = range(first.month, last.month + 1) if first else ()
+            return {
+                "show": True,
+                "back": {"link": link(), "title": _("All dates")},
+                "choices": [
+                    {
+                        "link": link(year=year, month=m),
+                        "title": title(
+                            datetime.date(int(year), m, 1), "YEAR_MONTH_FORMAT"
+                        ),
+                    }
+                    for m in months
+                ],
+            }
+        years = range(first.year, last.year + 1) if first else ()
+        return {
+            "show": True,
+            "choices": [{"link": link(year=y), "title": str(y)} for y in years],
+        }
+
+
 @admin.register(Event)
 class EventAdmin(LastYearSafeDateHierarchy, ReadOnlyAdmin):
     list_display = (
@@ -119,17 +274,22 @@ class EventAdmin(LastYearSafeDateHierarchy, ReadOnlyAdmin):
     list_filter = (
         StreamFilter,
         StreamKindFilter,
-        "event_type",
+        EventTypeFilter,
         ("recorded_at", admin.DateFieldListFilter),
-        "partition",
+        PartitionFilter,
     )
     search_fields = ("=stream_id", "=event_id")
     search_help_text = _("An exact stream id (account-…, transfer-…) or event id.")
+    # Its choices are EventChangeList's, which reads two events for them.
     date_hierarchy = "recorded_at"
     ordering = ("-id",)
     list_per_page = 100
-    # Counting a big event table on every page costs more than it tells.
+    # Counting a big event table on every page costs more than it tells: the
+    # paginator counts up to its bound, and there is no second, full count.
+    paginator = CappedPaginator
     show_full_result_count = False
+    # Counts beside the filters' choices would count every event, once each.
+    show_facets = admin.ShowFacets.NEVER
     fields = (
         "id",
         "event_id",
@@ -144,6 +304,9 @@ class EventAdmin(LastYearSafeDateHierarchy, ReadOnlyAdmin):
         "metadata_json",
     )
     readonly_fields = fields
+
+    def get_changelist(self, request, **kwargs):
+        return EventChangeList
 
     @admin.display(description=_("stream"), ordering="stream_id")
     def stream(self, event: Event) -> str:
@@ -204,18 +367,31 @@ class SkippedEventAdmin(ReadOnlyAdmin):
         "reason",
     )
     list_filter = ("subscription",)
+    list_select_related = ("skipped_by",)
     search_fields = ("reason", "=event_id")
+
+    def get_changelist_instance(self, request):
+        """Look the page's events up in one query, not one per row."""
+        changelist = super().get_changelist_instance(request)
+        rows = list(changelist.result_list)  # the page's rows, kept by the queryset
+        wanted = Q(event_id__in=[row.event_id for row in rows if row.event_id])
+        for row in rows:
+            wanted |= Q(partition=row.partition, sequence=row.sequence)
+        events = list(Event.objects.filter(wanted)) if rows else []
+        by_id = {event.event_id: event for event in events}
+        by_position = {(event.partition, event.sequence): event for event in events}
+        for row in rows:
+            row.event = by_id.get(row.event_id) or by_position.get(
+                (row.partition, row.sequence)
+            )
+        return changelist
 
     @admin.display(description=_("event"))
     def event_link(self, skipped: SkippedEvent) -> str:
-        event = Event.objects.filter(
-            Q(event_id=skipped.event_id)
-            | Q(partition=skipped.partition, sequence=skipped.sequence)
-        ).first()
-        if event is None:
+        if skipped.event is None:
             return "-"
-        url = reverse("admin:eventstore_event_change", args=[event.pk])
-        return format_html('<a href="{}">{}</a>', url, event)
+        url = reverse("admin:eventstore_event_change", args=[skipped.event.pk])
+        return format_html('<a href="{}">{}</a>', url, skipped.event)
 
 
 @admin.register(CheckRun)

@@ -174,6 +174,10 @@ class CheckRun(models.Model):
         ordering = ["-started_at", "-id"]
         indexes = [
             models.Index(fields=["name", "kind", "-started_at"]),
+            # The latest runs of all (the operations page, the admin's list).
+            models.Index(
+                fields=["-started_at", "-id"], name="eventstore_checkrun_started"
+            ),
         ]
         permissions = [
             (

@@ -2,12 +2,22 @@
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from eventstore.models import Event
-from eventstore.store import append
+from eventstore import subscriptions
+from eventstore.models import Checkpoint, Event, SkippedEvent
+from eventstore.store import append, partition_for
+from eventstore.tests.plans import reads
+from eventstore.tests.streams import streams_in_partition
 from eventstore.tests.testapp.events import Counted
+from eventstore.tests.testapp.projections import tallies
+
+# A page of the event list shows 100 events: reading more than this many of
+# the table's is reading the table.
+PAGE_OF_ROWS = 5_000
 
 
 @pytest.fixture
@@ -103,6 +113,158 @@ class TestEventBrowser:
         statuses = [client.get(reverse(name)).status_code for name in pages]
 
         assert statuses == [200, 200, 403]
+
+
+@pytest.fixture
+def a_year_of_events(db):
+    """200,000 events of the last year, 10 per stream, in five types.
+
+    Written in one INSERT: appending them would take minutes, and PostgreSQL
+    plans a table of this size as it would a big one. Each stream is in the
+    partition its id hashes to, as the store requires.
+    """
+    count = 200_000
+    partitions = [partition_for(f"account-{n}") for n in range(count // 10 + 1)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO eventstore_event (stream_id, version, partition, sequence,"
+            " event_type, schema_version, data, metadata, event_id, recorded_at)"
+            " SELECT 'account-' || (g / 10), (g %% 10) + 1,"
+            " (%s::integer[])[1 + g / 10], g,"
+            " (ARRAY['accounts.AccountOpened','accounts.Deposited',"
+            "'accounts.Withdrawn','transfers.TransferRequested',"
+            "'transfers.Credited'])[1 + g %% 5],"
+            " 1, '{\"amount\": 1}'::jsonb, '{}'::jsonb, gen_random_uuid(),"
+            " clock_timestamp() - make_interval(secs => (%s - g) * 150)"
+            " FROM generate_series(1, %s) AS g",
+            [partitions, count, count],
+        )
+        cursor.execute("ANALYZE eventstore_event")
+
+
+def event_list_reads(client, superuser, data=None) -> dict[str, int]:
+    """Return the rows of the event table each query of the event list read."""
+    client.force_login(superuser)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(reverse("admin:eventstore_event_changelist"), data)
+    assert response.status_code == 200
+    return reads(captured, "eventstore_event")
+
+
+@pytest.mark.django_db
+class TestEventBrowserAtScale:
+    """A page of the event list reads about a page of events, never all of them."""
+
+    def test_the_list_does_not_count_every_event(
+        self, client, superuser, a_year_of_events
+    ):
+        """Django's paginator counts every event (a second count is off already)."""
+        read = event_list_reads(client, superuser)
+
+        counts = {sql: n for sql, n in read.items() if "COUNT(*)" in sql.upper()}
+        assert {sql: n for sql, n in counts.items() if n > PAGE_OF_ROWS} == {}
+
+    def test_the_date_drill_down_does_not_read_every_event(
+        self, client, superuser, a_year_of_events
+    ):
+        """Django lists the years that hold events with a DISTINCT over them all."""
+        read = event_list_reads(client, superuser)
+
+        periods = {sql: n for sql, n in read.items() if "DATE_TRUNC" in sql.upper()}
+        assert {sql: n for sql, n in periods.items() if n > PAGE_OF_ROWS} == {}
+
+    def test_the_filters_do_not_read_every_event(
+        self, client, superuser, a_year_of_events
+    ):
+        """A filter on a plain field lists its values with a DISTINCT over the table."""
+        read = event_list_reads(client, superuser)
+
+        values = {
+            sql: n
+            for sql, n in read.items()
+            if "SELECT DISTINCT" in sql.upper() and "DATE_TRUNC" not in sql.upper()
+        }
+        assert {sql: n for sql, n in values.items() if n > PAGE_OF_ROWS} == {}
+
+    def test_the_list_offers_the_pages_it_counted_and_says_there_are_more(
+        self, client, superuser, a_year_of_events
+    ):
+        client.force_login(superuser)
+        url = reverse("admin:eventstore_event_changelist")
+
+        last = client.get(url, {"p": 20, "event_type": "accounts.Deposited"})
+        beyond = client.get(url, {"p": 21})
+
+        assert last.status_code == 200
+        assert last.context["cl"].paginator.num_pages == 20
+        assert "Pages hold the first 2000 events" in last.content.decode()
+        assert {e.event_type for e in last.context["cl"].result_list} == {
+            "accounts.Deposited"
+        }
+        assert (beyond.status_code, beyond["Location"]) == (302, f"{url}?e=1")
+
+    def test_the_date_drill_down_lists_the_months_of_the_events_shown(
+        self, client, superuser, a_year_of_events
+    ):
+        client.force_login(superuser)
+        first, last = (
+            Event.objects.order_by(order).values_list("recorded_at", flat=True)[0]
+            for order in ("recorded_at", "-recorded_at")
+        )
+        first_month = first.month if first.year == last.year else 1
+
+        page = client.get(
+            reverse("admin:eventstore_event_changelist"),
+            {"recorded_at__year": last.year},
+        )
+
+        choices = page.context["cl"].date_drill_down()["choices"]
+        assert [choice["link"] for choice in choices] == [
+            f"?recorded_at__month={month}&recorded_at__year={last.year}"
+            for month in range(first_month, last.month + 1)
+        ]
+        assert {e.recorded_at.year for e in page.context["cl"].result_list} == {
+            last.year
+        }
+
+
+@pytest.mark.django_db
+class TestSkippedEvents:
+    def skip_failing_events(self, count: int, operator: User) -> None:
+        """Skip, ``count`` times, an event the tallies stopped at."""
+        for _ in range(count):
+            (stream,) = streams_in_partition(3, 1)
+            append(stream, [Counted(amount=1, fail=True)], 0)
+            subscriptions.process_partition(3, [tallies])
+            checkpoint = Checkpoint.objects.get(subscription=tallies.name, partition=3)
+            subscriptions.skip_failed_event(
+                tallies.name,
+                3,
+                sequence=checkpoint.failed_sequence,
+                reason="test data",
+                actor=operator,
+            )
+
+    def test_the_list_makes_as_many_queries_for_20_rows_as_for_2(
+        self, client, superuser
+    ):
+        """Each row links to its event, looked up with the others of the page."""
+        client.force_login(superuser)
+        url = reverse("admin:eventstore_skippedevent_changelist")
+
+        self.skip_failing_events(2, superuser)
+        with CaptureQueriesContext(connection) as two:
+            client.get(url)
+        self.skip_failing_events(18, superuser)
+        with CaptureQueriesContext(connection) as twenty:
+            page = client.get(url)
+
+        assert len(twenty.captured_queries) == len(two.captured_queries)
+        content = page.content.decode()
+        for skipped in SkippedEvent.objects.all():
+            event = Event.objects.get(event_id=skipped.event_id)
+            link = reverse("admin:eventstore_event_change", args=[event.pk])
+            assert f'<a href="{link}">{event}</a>' in content
 
 
 @pytest.mark.django_db
