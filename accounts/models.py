@@ -35,7 +35,19 @@ class AccountBalance(models.Model):
 
     class Meta:
         ordering = ["opened_at", "id"]
-        indexes = [models.Index(fields=["owner", "opened_at"])]
+        indexes = [
+            models.Index(fields=["owner", "opened_at"]),
+            # Staff's account list (the API's and the back office's) is a
+            # page of every account in this order, newest or oldest first.
+            models.Index(fields=["opened_at", "id"], name="accounts_opened"),
+            # The operations page lists the closed accounts that still hold
+            # money, to pay it out: a handful among every account.
+            models.Index(
+                fields=["opened_at", "id"],
+                condition=models.Q(status="closed", balance__gt=0),
+                name="accounts_closed_with_money",
+            ),
+        ]
         permissions = [
             ("view_any_account", "Can see every account, ledger and event"),
             ("open_account_for_others", "Can open accounts for other users"),
@@ -87,6 +99,10 @@ class LedgerEntry(models.Model):
         ]
         indexes = [
             models.Index(fields=["account", "recorded_at"]),
+            # The back office's ledger list: the latest movements of every
+            # account, a page at a time. Worth its cost in a rebuild: without
+            # it, each view of the list sorts the whole ledger.
+            models.Index(fields=["recorded_at", "id"], name="accounts_ledger_recorded"),
             # A transfer's page shows its ledger rows (``selectors.
             # transfer_ledger``): without it, a scan of the whole ledger.
             # Partial: cash movements, never looked up by transfer, add

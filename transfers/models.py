@@ -43,6 +43,21 @@ class TransferSummary(models.Model):
             models.Index(fields=["from_account", "created_at"]),
             models.Index(fields=["to_account", "created_at"]),
             models.Index(fields=["status", "created_at"]),
+            # Staff's transfer list (the API's and the back office's): a page
+            # of every transfer, newest first, in ``ordering``'s order.
+            models.Index(fields=["-created_at", "id"], name="transfers_created"),
+            # The operations page charts the last day's outcomes. Partial:
+            # a transfer has one outcome, and unfinished ones have none.
+            models.Index(
+                fields=["completed_at"],
+                condition=models.Q(completed_at__isnull=False),
+                name="transfers_completed",
+            ),
+            models.Index(
+                fields=["failed_at"],
+                condition=models.Q(failed_at__isnull=False),
+                name="transfers_failed",
+            ),
         ]
         permissions = [
             ("transfer_from_any_account", "Can start transfers between any accounts"),

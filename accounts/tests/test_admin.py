@@ -16,10 +16,13 @@ from accounts.domain import TransferStep
 from accounts.models import AccountBalance
 from eventstore.models import Event
 from eventstore.subscriptions import catch_up
+from eventstore.tests.plans import analyze, get_captured, run_sql, whole_table_reads
 
+from .bulk_rows import seed_accounts, seed_ledger
 from .conftest import make_user
 
 CHANGELIST = reverse("admin:accounts_accountbalance_changelist")
+LEDGER = reverse("admin:accounts_ledgerentry_changelist")
 
 
 @pytest.fixture
@@ -140,6 +143,24 @@ class TestList:
 
         assert no_role.status_code == 403
         assert customer.status_code == 302  # to the admin login
+
+    def test_account_changelist_reads_a_page_not_every_account(self, client, auditor):
+        """A page of 100 accounts, newest first: only the counts read them all.
+
+        The page is read on the (opened_at, id) index, not sorted from every
+        account; the currency filter offers the supported currencies instead
+        of looking for those in use with a ``SELECT DISTINCT`` over the table.
+        """
+        seed_accounts()  # a year of accounts, newest numbered 1
+        client.force_login(auditor)
+
+        page, captured = get_captured(client, CHANGELIST)
+
+        shown = [a.number for a in page.context["cl"].result_list]
+        assert shown[:2] == ["000000000001", "000000000002"]
+        assert (
+            whole_table_reads(captured, "accounts_accountbalance", counts=False) == []
+        )
 
 
 @pytest.mark.django_db
@@ -538,6 +559,50 @@ class TestOperations:
         response = client.get(f"{CHANGELIST}{odd}/{view}/")
 
         assert response.status_code == 404
+
+
+@pytest.mark.django_db
+class TestLedgerList:
+    def test_ledger_changelist_does_not_sort_the_whole_ledger(self, client, auditor):
+        """A page of the latest 100 movements is read on the recorded_at index.
+
+        The ledger is the biggest read model (a row per money movement):
+        sorting all of it for each view of the list is what is refused.
+        """
+        seed_ledger()  # 200,000 rows over the last year, newest first
+        client.force_login(auditor)
+
+        page, captured = get_captured(client, LEDGER)
+
+        times = [entry.recorded_at for entry in page.context["cl"].result_list]
+        assert times == sorted(times, reverse=True)
+        assert whole_table_reads(captured, "accounts_ledgerentry", counts=False) == []
+
+
+@pytest.mark.django_db
+class TestClosedAccountsHoldingMoney:
+    def test_the_operations_panel_reads_those_accounts_not_every_account(
+        self, client, operator
+    ):
+        """The panel lists the closed accounts with money among all, on an index.
+
+        A handful among every account: the panel must not scan the whole
+        table on each view of the operations page to find them.
+        """
+        seed_accounts()
+        run_sql(
+            "UPDATE accounts_accountbalance SET status = 'closed', balance = 500"
+            " WHERE number IN ('000000000007', '000000000070')"
+        )
+        analyze("accounts_accountbalance")
+        client.force_login(operator)
+
+        page, captured = get_captured(client, reverse("admin:operations"))
+
+        content = page.content.decode()
+        assert "000000000007" in content and "000000000070" in content
+        assert content.count("5.00 USD") == 2
+        assert whole_table_reads(captured, "accounts_accountbalance") == []
 
 
 @pytest.mark.django_db

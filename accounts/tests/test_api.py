@@ -5,6 +5,8 @@ import uuid
 import zlib
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -12,6 +14,9 @@ from accounts import services
 from accounts.domain import Account
 from eventstore.models import Event
 from eventstore.subscriptions import catch_up, get_subscription
+from eventstore.tests.plans import whole_table_reads
+
+from .bulk_rows import seed_accounts
 
 pytestmark = pytest.mark.django_db
 
@@ -218,6 +223,22 @@ def test_the_list_is_paginated_with_a_page_size(teller, customer, open_account):
     assert (body["count"], len(body["results"])) == (3, 2)
     assert body["next"] and body["previous"] is None
     assert client_for(teller).get("/api/accounts/?page=9").status_code == 404
+
+
+def test_staff_account_list_page_does_not_sort_every_account(auditor):
+    """Staff's page of every account, oldest first, is read on an index.
+
+    Not a scan and a sort of every account on each request (the ``count`` of
+    the page-number contract reads them all, and is not looked at here).
+    """
+    seed_accounts()  # a year of accounts, the oldest numbered 100000
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client_for(auditor).get("/api/accounts/")
+
+    assert response.status_code == 200
+    assert response.json()["results"][0]["number"] == "000000100000"
+    assert whole_table_reads(captured, "accounts_accountbalance", counts=False) == []
 
 
 def test_a_bad_filter_answers_400(teller):

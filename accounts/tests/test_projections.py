@@ -5,12 +5,17 @@ import time
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import selectors, services
 from accounts.domain import TransferStep
 from accounts.models import AccountBalance, LedgerEntry
+from accounts.projections import reset
 from eventstore.subscriptions import catch_up, get_subscription, rebuild
+
+from .bulk_rows import seed_accounts
 
 pytestmark = pytest.mark.django_db
 
@@ -177,3 +182,22 @@ def test_a_batch_of_mixed_events_gives_the_rows_of_one_event_per_batch(
     assert rows() == one_by_one
     assert len(one_by_one[0]) == 3 and len(one_by_one[1]) == 7
     assert AccountBalance.objects.get(id=third.id).balance == 1
+
+
+def test_accounts_projection_reset_does_not_load_every_account():
+    """Resetting the read model costs the same few queries for 2 or 2,000 accounts.
+
+    The nightly verification, every rebuild and every repair reset it: the
+    accounts must be deleted in SQL, not loaded into Python to cascade to
+    their ledger rows.
+    """
+    seed_accounts(2)
+    with CaptureQueriesContext(connection) as two:
+        reset()
+    seed_accounts(2_000)
+
+    with CaptureQueriesContext(connection) as many:
+        reset()
+
+    assert len(many.captured_queries) == len(two.captured_queries)
+    assert not AccountBalance.objects.exists()

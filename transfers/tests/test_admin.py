@@ -14,9 +14,11 @@ from eventstore import verification
 from eventstore.errors import EventDecodeError
 from eventstore.models import CheckRun, Event
 from eventstore.subscriptions import catch_up, get_subscription
+from eventstore.tests.plans import get_captured, whole_table_reads
 from eventstore.tests.test_verification import checkpoint_locked
 from transfers import services, trial_balance
 from transfers.models import Totals, TransferSummary
+from transfers.tests.bulk_rows import seed_transfers
 from transfers.tests.factories import (
     make_user,
     open_account,
@@ -268,16 +270,61 @@ class TestList:
             },
         ],
     )
-    def test_a_drill_down_into_the_last_year_is_bad_input_not_a_500(
+    def test_an_old_drill_down_link_into_the_last_year_is_not_a_500(
         self, client, teller, drill_down
     ):
-        """Django bounds the date by the next one, which 9999-12-31 does not have."""
+        """The list has no date hierarchy now; a link of it is a plain filter."""
         client.force_login(teller)
 
         response = client.get(CHANGELIST, drill_down)
 
-        assert response.status_code == 302
-        assert response["Location"] == f"{CHANGELIST}?e=1"
+        assert response.status_code == 200
+        assert response.context["cl"].result_count == 0
+
+    def test_the_currency_and_failure_reason_filters_narrow_the_list(
+        self, client, teller, accounts
+    ):
+        source, target, _ = accounts
+        client.force_login(teller)
+        start(client, source, target)
+        start(client, source, target, amount="1000")  # more than the balance
+        finish()
+
+        everything = client.get(CHANGELIST)
+        euros = client.get(CHANGELIST, {"currency": "EUR"})
+        dollars = client.get(CHANGELIST, {"currency": "USD"})
+        refused = client.get(CHANGELIST, {"failure_reason": "insufficient_funds"})
+
+        offered = {
+            spec.title: [
+                choice["display"] for choice in spec.choices(everything.context["cl"])
+            ]
+            for spec in everything.context["cl"].filter_specs
+        }
+        assert {"EUR", "USD"} <= set(offered["currency"])
+        assert "insufficient_funds" in offered["failure reason"]
+        assert euros.context["cl"].result_count == 2
+        assert dollars.context["cl"].result_count == 0
+        assert [t.amount for t in refused.context["cl"].result_list] == [100_000]
+
+    def test_transfer_changelist_reads_a_page_not_every_transfer(self, client, auditor):
+        """A page of 100 transfers, newest first: only the counts read them all.
+
+        The page is read on the (created_at, id) index, not sorted from every
+        transfer; the currency and failure reason filters offer the values
+        the code knows instead of a ``SELECT DISTINCT`` over the table; and
+        no date hierarchy lists the years or months that hold transfers.
+        """
+        seed_transfers()  # a year of transfers, 150 seconds apart
+        client.force_login(auditor)
+
+        page, captured = get_captured(client, CHANGELIST)
+
+        times = [t.created_at for t in page.context["cl"].result_list]
+        assert len(times) == 100 and times == sorted(times, reverse=True)
+        assert (
+            whole_table_reads(captured, "transfers_transfersummary", counts=False) == []
+        )
 
 
 @pytest.fixture
@@ -538,6 +585,24 @@ class TestTrialBalance:
         assert "100.00 EUR" in content
         assert "Transfer outcomes" in content
         assert "Closed accounts holding money" in content
+
+
+@pytest.mark.django_db
+def test_operations_outcomes_chart_reads_the_last_day_not_every_transfer(
+    client, operator
+):
+    """The "transfer outcomes, last 24 hours" panel reads a day of transfers.
+
+    Found on the completed_at and failed_at indexes: a year of transfers is
+    not scanned to chart one day, on each view of the operations page.
+    """
+    seed_transfers()  # a year of transfers, 150 seconds apart
+    client.force_login(operator)
+
+    page, captured = get_captured(client, reverse("admin:operations"))
+
+    assert "Transfer outcomes" in page.content.decode()
+    assert whole_table_reads(captured, "transfers_transfersummary") == []
 
 
 # Real transactions: a runner's batch holds a checkpoint from another connection.

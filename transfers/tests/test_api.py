@@ -1,15 +1,21 @@
 """The transfers API: status codes, answers and who may do what."""
 
+import datetime
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from accounts import services as accounts
 from accounts.models import AccountBalance
+from accounts.tests.bulk_rows import seed_accounts
 from eventstore.subscriptions import catch_up, get_subscription
+from eventstore.tests.plans import whole_table_reads
 from transfers.models import TransferSummary
 
+from .bulk_rows import seed_transfers, seed_transfers_from
 from .factories import make_user, open_account, run_process, run_projections
 
 pytestmark = pytest.mark.django_db
@@ -198,6 +204,49 @@ def test_a_customer_lists_only_transfers_of_their_accounts(alice, bob, pair):
     assert amounts(carol) == [2]
     assert amounts(make_user("auditor")) == [1, 2]
     assert amounts(make_user("auditor"), f"?account={dave.id}") == [2]
+
+
+def created_at(row: dict) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(row["created_at"])
+
+
+def test_customer_transfer_list_does_not_scan_every_transfer():
+    """A customer's list reads their transfers, not every transfer.
+
+    Here a customer with 3 accounts and 10 transfers among 200,000: both the
+    count and the page are read from the from and to indexes.
+    """
+    seed_transfers()
+    customer = make_user()
+    seed_accounts(3, owner_id=customer.pk, first=700_000)
+    mine = AccountBalance.objects.filter(owner=customer).values_list("id", flat=True)
+    seed_transfers_from(mine[0], 10)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client_for(customer).get("/api/transfers/")
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 10
+    times = [created_at(row) for row in response.json()["results"]]
+    assert times == sorted(times, reverse=True)
+    assert whole_table_reads(captured, "transfers_transfersummary") == []
+
+
+def test_staff_transfer_list_page_does_not_sort_every_transfer():
+    """Staff's page of every transfer, newest first, is read on an index.
+
+    Not a scan and a sort of every transfer on each request (the ``count``
+    of the page-number contract reads them all, and is not looked at here).
+    """
+    seed_transfers()  # a year of transfers, 150 seconds apart
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client_for(make_user("auditor")).get("/api/transfers/")
+
+    assert response.status_code == 200
+    times = [created_at(row) for row in response.json()["results"]]
+    assert len(times) == 50 and times == sorted(times, reverse=True)
+    assert whole_table_reads(captured, "transfers_transfersummary", counts=False) == []
 
 
 def test_the_list_filters_by_status_and_refuses_bad_filters(alice, pair):
