@@ -189,11 +189,11 @@ class BalanceAtForm(forms.Form):
     )
 
 
-# What each action needs, does, and says.
 class StatusForm(SentOnceForm, ReasonForm):
     """Freeze, unfreeze or close: sent again later, it must not act again."""
 
 
+# What each action needs, does, and says.
 ACTIONS = {
     "deposit": (MOVE_CASH, CashForm, services.deposit, "Deposited"),
     "withdraw": (MOVE_CASH, CashForm, services.withdraw, "Withdrew"),

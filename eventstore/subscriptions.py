@@ -409,26 +409,16 @@ def _stop_beyond_head(sub: Subscription, checkpoint: Checkpoint, head: int) -> N
     handled only an operator can say. Nothing was handled in this
     transaction, so the stop is written in it, under the lease.
     """
-    now = timezone.now()
-    checkpoint.attempts = (
-        checkpoint.attempts + 1 if checkpoint.failed_sequence == head else 1
-    )
-    checkpoint.failed_sequence = head
-    checkpoint.failed_event_id = (
+    _stop_at(
+        checkpoint,
+        head,
         Event.objects.filter(partition=checkpoint.partition, sequence=head)
         .values_list("event_id", flat=True)
-        .first()
-    )
-    checkpoint.error = (
+        .first(),
         f"checkpoint at {checkpoint.sequence} beyond the partition's head "
         f"{head}: the partitions were renumbered? Place this subscription's "
-        "checkpoints as README's 'Changing the number of partitions' says."
+        "checkpoints as README's 'Changing the number of partitions' says.",
     )
-    checkpoint.failed_at = now
-    checkpoint.retry_at = now + datetime.timedelta(
-        seconds=min(2**checkpoint.attempts, MAX_BACKOFF_SECONDS)
-    )
-    checkpoint.save()
     logger.error(
         "subscription %s stopped at partition %s: %s",
         sub.name,
@@ -437,9 +427,23 @@ def _stop_beyond_head(sub: Subscription, checkpoint: Checkpoint, head: int) -> N
     )
 
 
+def _stop_at(checkpoint: Checkpoint, sequence: int, event_id, error: str) -> None:
+    """Save the checkpoint stopped at ``sequence``, retried after a backoff."""
+    now = timezone.now()
+    same_event = checkpoint.failed_sequence == sequence
+    checkpoint.attempts = checkpoint.attempts + 1 if same_event else 1
+    checkpoint.failed_sequence = sequence
+    checkpoint.failed_event_id = event_id
+    checkpoint.error = error
+    checkpoint.failed_at = now
+    checkpoint.retry_at = now + datetime.timedelta(
+        seconds=min(2**checkpoint.attempts, MAX_BACKOFF_SECONDS)
+    )
+    checkpoint.save()
+
+
 def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) -> None:
     """Write the error after the handler's transaction rolled back."""
-    now = timezone.now()
     ensure_checkpoints([sub], [partition])  # if created by the rolled-back batch
     with transaction.atomic():
         checkpoint = Checkpoint.objects.select_for_update().get(
@@ -457,23 +461,17 @@ def _record_failure(sub: Subscription, partition: int, failure: _HandlerFailed) 
                 failure.sequence,
             )
             return
-        same_event = checkpoint.failed_sequence == failure.sequence
-        checkpoint.attempts = checkpoint.attempts + 1 if same_event else 1
-        checkpoint.failed_sequence = failure.sequence
-        checkpoint.failed_event_id = (
+        _stop_at(
+            checkpoint,
+            failure.sequence,
             failure.recorded.event_id
             if failure.recorded
             # An event that could not be decoded: its id from its row.
             else Event.objects.filter(partition=partition, sequence=failure.sequence)
             .values_list("event_id", flat=True)
-            .first()
+            .first(),
+            failure.error,
         )
-        checkpoint.error = failure.error
-        checkpoint.failed_at = now
-        checkpoint.retry_at = now + datetime.timedelta(
-            seconds=min(2**checkpoint.attempts, MAX_BACKOFF_SECONDS)
-        )
-        checkpoint.save()
     logger.error(
         "subscription %s stopped at partition %s sequence %s (attempt %s): %s",
         sub.name,
