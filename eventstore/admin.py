@@ -122,7 +122,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         # Every stored type is registered: an event of another could not be read.
-        return [(name, name) for name in sorted(event_registry._by_name)]
+        return [(name, name) for name in event_registry.registered_names()]
 
     def queryset(self, request, queryset):
         if self.value():

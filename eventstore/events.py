@@ -96,6 +96,11 @@ def event_type_of_class(cls: type) -> EventType:
         ) from None
 
 
+def registered_names() -> list[str]:
+    """Return the names of the registered event types, sorted."""
+    return sorted(_by_name)
+
+
 def class_for(name: str) -> type:
     try:
         return _by_name[name].cls
