@@ -203,6 +203,27 @@ def test_a_malformed_key_answers_400(teller, customer, open_account, key):
     assert services.get_account(account.id).balance == 0
 
 
+def sent_twice_at_once(user, path: str, body: dict, *, key: str) -> list:
+    """POST the same body with the same key from two threads at once."""
+    start = threading.Barrier(2)
+    answers = []
+
+    def send():
+        try:
+            client = client_for(user)
+            start.wait()
+            answers.append(post(client, path, body, HTTP_IDEMPOTENCY_KEY=key))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_requests_with_one_key_run_once(
     teller, customer, open_account, monkeypatch
@@ -216,29 +237,9 @@ def test_two_concurrent_requests_with_one_key_run_once(
         return real_deposit(**kwargs)
 
     monkeypatch.setattr(services, "deposit", slow_deposit)
-    start = threading.Barrier(2)
-    answers = []
-
-    def send():
-        try:
-            client = client_for(teller)
-            start.wait()
-            answers.append(
-                post(
-                    client,
-                    url(account.id, "deposit"),
-                    {"amount": 25},
-                    HTTP_IDEMPOTENCY_KEY="race",
-                )
-            )
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = sent_twice_at_once(
+        teller, url(account.id, "deposit"), {"amount": 25}, key="race"
+    )
 
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json() == answers[1].json()
@@ -274,29 +275,9 @@ def test_two_concurrent_requests_with_one_key_both_answer_the_first_refusal(
             raise
 
     monkeypatch.setattr(services, "withdraw", refused_then_funded)
-    start = threading.Barrier(2)
-    answers = []
-
-    def send():
-        try:
-            client = client_for(teller)
-            start.wait()
-            answers.append(
-                post(
-                    client,
-                    url(account.id, "withdraw"),
-                    {"amount": 500},
-                    HTTP_IDEMPOTENCY_KEY="refused-race",
-                )
-            )
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = sent_twice_at_once(
+        teller, url(account.id, "withdraw"), {"amount": 500}, key="refused-race"
+    )
 
     assert [a.status_code for a in answers] == [422, 422]
     assert answers[0].json() == answers[1].json()
