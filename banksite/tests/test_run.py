@@ -226,15 +226,15 @@ def test_run_sh_stops_on_a_malformed_database_url_instead_of_running_embedded(
         SQLITE_PATH=str(sqlite_path),
     )
 
-    result = subprocess.run(
-        [str(ROOT / "run.sh"), "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    log = tmp_path / "run.log"
+    process = start([str(ROOT / "run.sh"), "--port", str(free_port())], env, log)
+    try:
+        returncode = process.wait(timeout=120)
+    finally:
+        stop(process)  # one that went embedded serves on: stop its whole group
 
-    assert result.returncode == 1
-    assert "the settings are wrong: DATABASE_URL is malformed" in result.stdout
-    assert "embedded mode" not in result.stdout
+    output = log.read_text()
+    assert returncode == 1
+    assert "the settings are wrong: DATABASE_URL is malformed" in output
+    assert "embedded mode" not in output
     assert not sqlite_path.exists()
