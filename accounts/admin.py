@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from eventstore import operations
-from eventstore.admin import ReadOnlyAdmin
+from eventstore.admin import KnownValuesFilter, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
 from eventstore.models import Event
@@ -219,23 +219,12 @@ class AnyAccountViewer:
         return request.user.has_perm(VIEW_ANY_ACCOUNT)
 
 
-class CurrencyFilter(admin.SimpleListFilter):
-    """Narrow a list to one currency, offering every supported one.
-
-    Django's filter of a plain field would offer the currencies in use, found
-    by a ``SELECT DISTINCT`` over the whole table on every view of the list.
-    """
-
+class CurrencyFilter(KnownValuesFilter):
     title = "currency"
     parameter_name = "currency"
 
-    def lookups(self, request, model_admin):
-        return [(code, code) for code in SUPPORTED_CURRENCIES]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(currency=self.value())
-        return queryset
+    def known_values(self):
+        return list(SUPPORTED_CURRENCIES)
 
 
 @admin.register(AccountBalance)

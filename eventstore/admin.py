@@ -110,39 +110,41 @@ class StreamKindFilter(admin.SimpleListFilter):
         return queryset
 
 
-# Django's filter on a plain field lists its values with a SELECT DISTINCT
-# over the whole event table on every view; the code knows them instead.
+class KnownValuesFilter(admin.SimpleListFilter):
+    """Narrow a list to one value of the field ``parameter_name``.
+
+    Django's filter of a plain field lists the values in use with a ``SELECT
+    DISTINCT`` over the whole table on every view of the list; the code knows
+    them instead (``known_values``).
+    """
+
+    def known_values(self) -> list[str]:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        return [(value, value) for value in self.known_values()]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.parameter_name: self.value()})
+        return queryset
 
 
-class EventTypeFilter(admin.SimpleListFilter):
-    """Narrow the list to one event type, among those the code registers."""
-
+class EventTypeFilter(KnownValuesFilter):
     title = _("event type")
     parameter_name = "event_type"
 
-    def lookups(self, request, model_admin):
+    def known_values(self):
         # Every stored type is registered: an event of another could not be read.
-        return [(name, name) for name in event_registry.registered_names()]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(event_type=self.value())
-        return queryset
+        return event_registry.registered_names()
 
 
-class PartitionFilter(admin.SimpleListFilter):
-    """Narrow the list to one partition of the event table."""
-
+class PartitionFilter(KnownValuesFilter):
     title = _("partition")
     parameter_name = "partition"
 
-    def lookups(self, request, model_admin):
-        return [(str(n), str(n)) for n in range(settings.EVENTSTORE_PARTITIONS)]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(partition=self.value())
-        return queryset
+    def known_values(self):
+        return [str(n) for n in range(settings.EVENTSTORE_PARTITIONS)]
 
 
 class CappedPaginator(Paginator):

@@ -48,7 +48,7 @@ from accounts.errors import BankError, UnknownAccount
 from accounts.models import AccountBalance
 from accounts.services import get_account_by_number
 from eventstore import charts, operations, verification
-from eventstore.admin import ReadOnlyAdmin
+from eventstore.admin import KnownValuesFilter, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
 from eventstore.errors import ConcurrencyError, EventStoreError
@@ -104,23 +104,12 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset
 
 
-class FailureReasonFilter(admin.SimpleListFilter):
-    """Narrow the list to one failure reason, offering every one the domain has.
-
-    Django's filter of a plain field would find the reasons in use with a
-    ``SELECT DISTINCT`` over every transfer on every view of the list.
-    """
-
+class FailureReasonFilter(KnownValuesFilter):
     title = "failure reason"
     parameter_name = "failure_reason"
 
-    def lookups(self, request, model_admin):
-        return [(reason.value, reason.value) for reason in FailureReason]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(failure_reason=self.value())
-        return queryset
+    def known_values(self):
+        return [reason.value for reason in FailureReason]
 
 
 class StrandedForm(forms.Form):
