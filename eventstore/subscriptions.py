@@ -694,14 +694,7 @@ def move_checkpoints_to_heads() -> None:
         list(checkpoints.select_for_update().order_by("subscription", "partition"))
         for partition in partitions():
             checkpoints.filter(partition=partition).update(
-                sequence=head_sequence(partition),
-                failed_sequence=None,
-                failed_event_id=None,
-                error="",
-                attempts=0,
-                failed_at=None,
-                retry_at=None,
-                updated_at=timezone.now(),
+                **_cleared_at(head_sequence(partition))
             )
 
 
@@ -793,16 +786,7 @@ def rebuild_together(
                             progress(sub.name, len(mine))
                 more = len(events) == REBUILD_BATCH_SIZE
                 after = events[-1].sequence if more else head
-            checkpoints.filter(partition=partition).update(
-                sequence=after,
-                failed_sequence=None,
-                failed_event_id=None,
-                error="",
-                attempts=0,
-                failed_at=None,
-                retry_at=None,
-                updated_at=timezone.now(),
-            )
+            checkpoints.filter(partition=partition).update(**_cleared_at(after))
     return handled
 
 
@@ -816,3 +800,17 @@ def _rebuild_batch(
             f"rebuild of {sub.name} failed at partition {partition} "
             f"sequence {failure.sequence}: {failure.error}"
         ) from None
+
+
+def _cleared_at(sequence: int) -> dict:
+    """The fields of a checkpoint moved to ``sequence``, with no stop recorded."""
+    return {
+        "sequence": sequence,
+        "failed_sequence": None,
+        "failed_event_id": None,
+        "error": "",
+        "attempts": 0,
+        "failed_at": None,
+        "retry_at": None,
+        "updated_at": timezone.now(),
+    }
