@@ -28,7 +28,7 @@ from .permissions import (
     MOVE_CASH,
     OPEN_ACCOUNT_FOR_OTHERS,
     OPERATE_ACCOUNT,
-    require_may_open_for,
+    require_may_change,
     require_permission,
 )
 from .serializers import (
@@ -193,6 +193,7 @@ class AccountsApi(APIView):
     )
     @idempotent
     def post(self, request):
+        require_may_change(request.user)
         data = parse(self.CreateInputSerializer, request.data)
         owner = request.user
         if data.get("owner") is not None and data["owner"] != request.user.username:
@@ -206,7 +207,6 @@ class AccountsApi(APIView):
             owner = selectors.user_by_username(data["owner"])
             if owner is None:
                 raise ValidationError({"owner": ["No user has this username."]})
-        require_may_open_for(request.user, owner)
         account = services.open_account(
             owner=owner,
             currency=data["currency"],

@@ -135,7 +135,7 @@ def exception_handler(exc, context):
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
+        exc = exceptions.PermissionDenied(str(exc) or None)
     if isinstance(exc, exceptions.APIException):
         response = drf_exception_handler(exc, context)
         if isinstance(exc, exceptions.ValidationError):

@@ -47,13 +47,13 @@ def is_read_only(user) -> bool:
     )
 
 
-def require_may_open_for(user, owner) -> None:
-    """Raise 403 unless ``user`` may open an account owned by ``owner``."""
-    if owner.pk != user.pk:
-        require_permission(
-            user, OPEN_ACCOUNT_FOR_OTHERS, "Only tellers open accounts for others."
-        )
-    elif is_read_only(user):
+def require_may_change(user) -> None:
+    """Raise 403 for a user who reads everything but changes nothing (auditor).
+
+    Views call it before reading the body, so an auditor's malformed request
+    is told what their role allows, not what the body lacks.
+    """
+    if is_read_only(user):
         raise PermissionDenied("Auditors change nothing.")
 
 

@@ -17,7 +17,7 @@ from accounts.api_schema import location_header
 from accounts.idempotency import PARAMETER as IDEMPOTENCY_KEY
 from accounts.idempotency import idempotent
 from accounts.pagination import PageNumberPagination, paginated
-from accounts.permissions import is_read_only
+from accounts.permissions import require_may_change
 from accounts.serializers import (
     StrictUUIDField,
     amount_field,
@@ -104,7 +104,8 @@ class TransfersApi(APIView):
                 403,
                 422,
                 codes={
-                    403: "Auditors change nothing.",
+                    403: "Auditors change nothing; only tellers start transfers "
+                    "from others' accounts.",
                     422: "`same_account`, `currency_mismatch`, `unknown_account` "
                     "(an unknown target, or a source that is unknown or not "
                     "yours: one answer for both).",
@@ -114,9 +115,8 @@ class TransfersApi(APIView):
     )
     @idempotent
     def post(self, request):
+        require_may_change(request.user)
         data = parse(self.CreateInputSerializer, request.data)
-        if is_read_only(request.user):
-            raise PermissionDenied("Auditors change nothing.")
         transfer = services.request_transfer(actor=request.user, **data)
         location = reverse("transfers:detail", kwargs={"transfer_id": transfer.id})
         return Response(

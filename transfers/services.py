@@ -10,6 +10,7 @@ money at most once per (transfer, step) whatever happens.
 
 import uuid
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from accounts import services as accounts
@@ -22,6 +23,7 @@ from accounts.errors import (
     InsufficientFunds,
     UnknownAccount,
 )
+from accounts.permissions import VIEW_ANY_ACCOUNT
 from eventstore.aggregates import Repository, run_command
 from eventstore.context import metadata_context
 from eventstore.errors import AggregateNotFound
@@ -66,7 +68,8 @@ def request_transfer(
 
     Refuse a transfer between an account and itself, from an account that is
     unknown or not the actor's (one answer for both), to an unknown account,
-    or between currencies.
+    or between currencies. Staff who may see any account but not send from
+    it (operations) are told so: ``PermissionDenied``.
     """
     if from_account == to_account:
         Transfer.request(  # raises SameAccount, with the domain's wording
@@ -83,6 +86,11 @@ def request_transfer(
     if source.owner_id != getattr(actor, "pk", None) and not (
         may_send_from_any_account(actor)
     ):
+        if actor is not None and actor.has_perm(VIEW_ANY_ACCOUNT):
+            # They can see the account (operations, say): no need to hide it.
+            raise PermissionDenied(
+                "Only tellers start transfers from others' accounts."
+            )
         raise TransferAccountUnknown("No such source account.")
     try:
         target = accounts.get_account(to_account)

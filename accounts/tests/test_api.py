@@ -678,6 +678,14 @@ def test_an_auditor_reads_everything_and_changes_nothing(
     assert event_count() == before
 
 
+@pytest.mark.parametrize("body", [{}, {"currency": "EURO"}, {"owner": 7}])
+def test_an_auditors_malformed_new_account_answers_403_not_400(auditor, body):
+    response = post(client_for(auditor), "/api/accounts/", body)
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Auditors change nothing."
+
+
 # Ledger, events, balance at a moment
 
 

@@ -161,6 +161,30 @@ def test_an_auditor_may_not_request_a_transfer(pair):
     assert post_transfer(make_user("auditor"), source, target).status_code == 403
 
 
+def test_an_auditors_malformed_request_answers_403_not_400(pair):
+    source, target = pair
+    response = post_transfer(make_user("auditor"), source, target, amount="lots")
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+
+
+def test_operations_staff_who_see_the_source_are_refused_403_not_told_it_is_unknown(
+    pair,
+):
+    source, target = pair
+    operator = make_user("operations")
+    assert client_for(operator).get(f"/api/accounts/{source.id}/").status_code == 200
+
+    response = post_transfer(operator, source, target)
+
+    assert response.status_code == 403
+    assert response.json() == {
+        "code": "permission_denied",
+        "detail": "Only tellers start transfers from others' accounts.",
+    }
+
+
 def test_a_teller_may_transfer_between_any_accounts(pair):
     source, target = pair
     assert post_transfer(make_user("teller"), source, target).status_code == 202
