@@ -84,7 +84,9 @@ class NulCharacterMiddleware:
     ``/api/`` the answer is the API's JSON error, and only the query string is
     checked: the API parses its bodies itself, as JSON (reading one here as a
     form would pre-empt its 413 and 415 answers). An uploaded file's bytes are
-    not checked.
+    not checked. A cookie holding a NUL (a quoted ``\\000``) is dropped, as if
+    never sent: no session or CSRF token has one, and the session's lookup
+    would fail in the database.
     """
 
     MESSAGE = "A parameter holds a NUL character."
@@ -93,6 +95,9 @@ class NulCharacterMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name, value in list(request.COOKIES.items()):
+            if "\x00" in name or "\x00" in value:
+                del request.COOKIES[name]
         api = request.path_info == "/api" or request.path_info.startswith("/api/")
         try:
             holds_nul = _holds_nul(request.GET) or (

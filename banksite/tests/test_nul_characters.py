@@ -1,7 +1,7 @@
 """A NUL character in a query or form value answers 400, never a 500.
 
 PostgreSQL text cannot hold NUL, so such a value reaching a filter or a form
-would fail in the database.
+would fail in the database. A cookie holding one is dropped.
 """
 
 import pytest
@@ -75,3 +75,31 @@ def test_an_uploaded_file_holding_nul_bytes_is_not_refused(root_client):
     )
 
     assert response.status_code == 302
+
+
+# Django unquotes a quoted cookie value, octal escapes included: this
+# printable header (which proxies pass on) is a session key holding a NUL.
+NUL_SESSION_COOKIE = 'sessionid="aaaaaaaa\\000bbbb"'
+
+
+@pytest.mark.parametrize("path", ["/api/accounts/", "/api/transfers/"])
+def test_a_session_cookie_holding_nul_is_ignored_by_the_api(client, path):
+    response = client.get(path, HTTP_COOKIE=NUL_SESSION_COOKIE)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+@pytest.mark.parametrize(
+    ("path", "answers"), [("/healthz", {200, 503}), ("/admin/", {302})]
+)
+def test_a_session_cookie_holding_nul_is_ignored_by_pages(client, path, answers):
+    response = client.get(path, HTTP_COOKIE=NUL_SESSION_COOKIE)
+
+    assert response.status_code in answers
+
+
+def test_a_good_session_cookie_beside_a_nul_one_still_signs_in(root_client):
+    root_client.cookies["other"] = "a\x00b"
+
+    assert root_client.get(reverse("admin:index")).status_code == 200
