@@ -63,7 +63,10 @@ class LastYearSafeDateHierarchy:
             raise IncorrectLookupParameters(error) from error
 
 
-_STREAM_ID_SUFFIX = re.compile(r"-([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|\d+)$")
+# A stream id is "<kind>-<id>", the id a UUID or a number. The pattern suits
+# Python and PostgreSQL alike.
+_STREAM_ID_SUFFIX_PATTERN = r"-([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9]+)$"
+_STREAM_ID_SUFFIX = re.compile(_STREAM_ID_SUFFIX_PATTERN)
 
 
 def pretty_json(value) -> str:
@@ -106,7 +109,10 @@ class StreamKindFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(stream_id__startswith=f"{self.value()}-")
+            # Not a prefix match: "account-" also starts "account-number-1".
+            return queryset.filter(
+                stream_id__regex=f"^{re.escape(self.value())}{_STREAM_ID_SUFFIX_PATTERN}"
+            )
         return queryset
 
 

@@ -554,7 +554,14 @@ def _timeline(transfer_id: uuid.UUID) -> list[dict]:
 
 @admin.register(Totals)
 class TotalsAdmin(AnyAccountViewer, ReadOnlyAdmin):
-    list_display = ("currency", "partition", "balances", "in_transit", "deposited")
+    list_display = (
+        "currency",
+        "partition",
+        "balances",
+        "in_transit",
+        "deposited",
+        "withdrawn",
+    )
     list_filter = ("currency",)
 
 

@@ -32,6 +32,15 @@ def events(db):
     return list(Event.objects.order_by("id"))
 
 
+def _kind_choices(response) -> list[dict]:
+    [kind_filter] = [
+        spec
+        for spec in response.context["cl"].filter_specs
+        if getattr(spec, "parameter_name", None) == "kind"
+    ]
+    return list(kind_filter.choices(response.context["cl"]))
+
+
 @pytest.mark.django_db
 class TestEventBrowser:
     def test_lists_events_filtered_by_stream_and_type(self, client, superuser, events):
@@ -45,6 +54,28 @@ class TestEventBrowser:
         assert everything.status_code == 200
         assert list(one_stream.context["cl"].result_list) == events[1::-1]
         assert by_type.context["cl"].result_count == 3
+
+    def test_a_stream_kind_lists_its_streams_not_those_of_a_longer_kind(
+        self, client, superuser
+    ):
+        """Kind "order" is not a prefix: "order-line-5" is of kind "order-line"."""
+        for stream in ("order-1", "order-line-5", "order-2"):
+            append(stream, [Counted(amount=1)], 0)
+        client.force_login(superuser)
+        url = reverse("admin:eventstore_event_changelist")
+
+        orders = client.get(url, {"kind": "order"})
+        lines = client.get(url, {"kind": "order-line"})
+
+        assert [e.stream_id for e in orders.context["cl"].result_list] == [
+            "order-2",
+            "order-1",
+        ]
+        assert [e.stream_id for e in lines.context["cl"].result_list] == [
+            "order-line-5"
+        ]
+        choices = [choice["display"] for choice in _kind_choices(orders)]
+        assert choices == ["All", "order", "order-line"]
 
     def test_a_drill_down_into_the_last_year_is_bad_input_not_a_500(
         self, client, superuser

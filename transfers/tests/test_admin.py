@@ -547,6 +547,22 @@ class TestTrialBalance:
         assert run.summary.startswith("NOT balanced: EUR balances 1")
         assert mailoutbox[0].to == ["ops@example.com"]
 
+    def test_the_totals_list_shows_all_four_figures_of_the_books(
+        self, client, teller, accounts
+    ):
+        client.force_login(teller)
+
+        page = client.get(reverse("admin:transfers_totals_changelist"))
+
+        assert page.status_code == 200
+        assert list(page.context["cl"].list_display)[-4:] == [
+            "balances",
+            "in_transit",
+            "deposited",
+            "withdrawn",
+        ]
+        assert "column-withdrawn" in page.content.decode()
+
     def test_a_wrong_totals_read_model_is_a_difference_and_shown(
         self, client, teller, accounts, mailoutbox
     ):
