@@ -10,8 +10,8 @@ would not make workers catch up. Unauthenticated and cheap: meant to be
 polled every few seconds.
 
 Why a check failed (the error's text, which names hosts, ports, the
-database role or a stream) is logged, and shown only to signed-in staff
-and with DEBUG on: anyone else who can reach the probe sees ``ok: false``.
+database role or a stream) is logged, and shown only to signed-in staff,
+or to anyone with DEBUG on: otherwise a caller sees ``ok: false``.
 """
 
 import logging
