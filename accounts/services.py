@@ -16,6 +16,7 @@ import uuid
 from django.db import transaction
 
 from eventstore.aggregates import Repository, run_command
+from eventstore.context import current_metadata
 from eventstore.errors import AggregateNotFound, ConcurrencyError
 from eventstore.store import append, event_exists, lock_partitions, read_stream
 
@@ -36,9 +37,18 @@ NUMBER_ATTEMPTS = 5
 _accounts: Repository[Account] = Repository(Account)
 
 
-def _metadata(actor) -> dict:
+def actor_metadata(actor) -> dict:
+    """Return the metadata naming who acts: a user's id, or the system.
+
+    With no ``actor`` here, one the context names (a transfer step an
+    operator resumed, say) stands, rather than "system" beside it.
+    """
     actor_id = getattr(actor, "pk", None) if actor is not None else None
-    return {"actor_id": actor_id} if actor_id is not None else {"actor": "system"}
+    if actor_id is not None:
+        return {"actor_id": actor_id}
+    if "actor_id" in current_metadata():
+        return {}
+    return {"actor": "system"}
 
 
 def get_account(account_id) -> Account:
@@ -95,11 +105,11 @@ def _open_once(owner, currency, number, actor) -> Account:
                 number_stream,
                 [AccountNumberClaimed(account_id=account.id)],
                 0,
-                metadata=_metadata(actor),
+                metadata=actor_metadata(actor),
             )
         except ConcurrencyError:
             raise AccountNumberTaken(number=account.number) from None
-        _accounts.save(account, metadata=_metadata(actor))
+        _accounts.save(account, metadata=actor_metadata(actor))
     return account
 
 
@@ -169,7 +179,7 @@ def _move_money(account_id, actor, transfer: TransferStep | None, act) -> Accoun
             return get_account(account_id)
         account = get_account(account_id)
         act(account)
-        _accounts.save(account, metadata=_metadata(actor))
+        _accounts.save(account, metadata=actor_metadata(actor))
         return account
 
     return run_command(once)
@@ -179,7 +189,7 @@ def _change(account_id, actor, act) -> Account:
     def once() -> Account:
         account = get_account(account_id)
         act(account)
-        _accounts.save(account, metadata=_metadata(actor))
+        _accounts.save(account, metadata=actor_metadata(actor))
         return account
 
     return run_command(once)

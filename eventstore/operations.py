@@ -20,6 +20,7 @@ import kombu.exceptions
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpRequest, HttpResponseRedirect
@@ -47,6 +48,21 @@ def may_view(user) -> bool:
 
 def may_operate(user) -> bool:
     return user.is_active and user.has_perm(verification.OPERATE_PERMISSION)
+
+
+def operator_named(username: str):
+    """Return the active user ``username`` who may operate, for a command's record.
+
+    A management command runs with the shell's power; ``--by`` names the
+    staff member who decided, as the operations page records who clicked.
+    Raise ``ValueError`` naming what is wrong.
+    """
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise ValueError(f"--by: no user is named {username!r}")
+    if not may_operate(user):
+        raise ValueError(f"--by: {username} is not an active operations user")
+    return user
 
 
 @dataclasses.dataclass(frozen=True)

@@ -749,11 +749,7 @@ def rebuild_together(
         # Wait for the runners' batches to end; hold them off until commit.
         list(checkpoints.select_for_update().order_by("subscription", "partition"))
         # Read under the locks: a skip takes its checkpoint's lock too.
-        skipped = set(
-            SkippedEvent.objects.filter(subscription__in=handled).values_list(
-                "subscription", "partition", "sequence"
-            )
-        )
+        skipped = skipped_events(handled)
         for sub in subs:
             sub.reset()
         for partition in partitions():
@@ -777,7 +773,7 @@ def rebuild_together(
                         e
                         for e in events
                         if e.event_type in types_of[sub.name]
-                        and (sub.name, partition, e.sequence) not in skipped
+                        and not skipped(sub.name, e)
                     ]
                     if mine:
                         _rebuild_batch(sub, partition, mine)
@@ -788,6 +784,34 @@ def rebuild_together(
                 after = events[-1].sequence if more else head
             checkpoints.filter(partition=partition).update(**_cleared_at(after))
     return handled
+
+
+def skipped_events(
+    subscription_names: Iterable[str],
+) -> Callable[[str, RecordedEvent], bool]:
+    """Return a test: did an operator skip this event for this subscription?
+
+    A skip is found by its event id, which renumbering partitions (README)
+    keeps, or by its position if it was recorded without one.
+    """
+    by_id = set()
+    by_position = set()
+    for name, partition, sequence, event_id in SkippedEvent.objects.filter(
+        subscription__in=list(subscription_names)
+    ).values_list("subscription", "partition", "sequence", "event_id"):
+        if event_id is None:
+            by_position.add((name, partition, sequence))
+        else:
+            by_id.add((name, event_id))
+
+    def skipped(name: str, event: RecordedEvent) -> bool:
+        return (name, event.event_id) in by_id or (
+            name,
+            event.partition,
+            event.sequence,
+        ) in by_position
+
+    return skipped
 
 
 def _rebuild_batch(

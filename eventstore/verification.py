@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from . import subscriptions
 from .errors import EventStoreError
-from .models import Checkpoint, CheckRun, SkippedEvent
+from .models import Checkpoint, CheckRun
 from .store import create_partitions, partition_heads, read_partition
 
 logger = logging.getLogger(__name__)
@@ -205,11 +205,7 @@ def _replay(sub: subscriptions.Subscription, cut: dict[int, int]) -> int:
     Events an operator skipped are skipped again, as the live model did.
     """
     sub.reset()
-    skipped = set(
-        SkippedEvent.objects.filter(subscription=sub.name).values_list(
-            "partition", "sequence"
-        )
-    )
+    skipped = subscriptions.skipped_events([sub.name])
     handled = 0
     for partition, last in sorted(cut.items()):
         after = 0
@@ -223,7 +219,7 @@ def _replay(sub: subscriptions.Subscription, cut: dict[int, int]) -> int:
             events = [e for e in events if e.sequence <= last]
             if not events:
                 break
-            replayed = [e for e in events if (partition, e.sequence) not in skipped]
+            replayed = [e for e in events if not skipped(sub.name, e)]
             try:
                 subscriptions.handle(sub, replayed)
             except Exception as error:

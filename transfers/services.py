@@ -46,11 +46,6 @@ _CREDIT_REFUSALS = {
 }
 
 
-def _metadata(actor) -> dict:
-    actor_id = getattr(actor, "pk", None) if actor is not None else None
-    return {"actor_id": actor_id} if actor_id is not None else {"actor": "system"}
-
-
 def may_send_from_any_account(actor) -> bool:
     return actor is not None and actor.has_perm("transfers.transfer_from_any_account")
 
@@ -110,7 +105,7 @@ def request_transfer(
         reference=reference,
         requested_by=getattr(actor, "pk", None),
     )
-    [requested] = _transfers.save(transfer, metadata=_metadata(actor))
+    [requested] = _transfers.save(transfer, metadata=accounts.actor_metadata(actor))
     transfer.requested_at = requested.recorded_at
     return transfer
 
@@ -202,7 +197,7 @@ def transfer_resume(*, transfer_id: uuid.UUID, actor) -> Transfer:
     credited (or refunded, if the target refuses); a ``debited`` one is
     credited or refunded. Refuse a transfer that is not stranded.
     """
-    with transaction.atomic(), metadata_context(**_metadata(actor)):
+    with transaction.atomic(), metadata_context(**accounts.actor_metadata(actor)):
         transfer = _lock_stranded(transfer_id)
         if transfer.status == Status.PENDING:
             transfer = transfer_debit(transfer_id=transfer.id)
@@ -217,7 +212,7 @@ def transfer_refund(*, transfer_id: uuid.UUID, actor) -> Transfer:
     The transfer ends ``failed`` (``refunded_by_operations``). Refuse one that
     is not stranded, or is ``pending`` (no money left its source).
     """
-    with transaction.atomic(), metadata_context(**_metadata(actor)):
+    with transaction.atomic(), metadata_context(**accounts.actor_metadata(actor)):
         transfer = _lock_stranded(transfer_id)
         if transfer.status != Status.DEBITED:
             raise TransferNotStranded(

@@ -8,12 +8,19 @@ from io import StringIO
 import pytest
 import redis
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from eventstore import nudges, subscriptions
-from eventstore.models import Checkpoint, Event, NudgeClaim, SkippedEvent
+from eventstore import nudges, subscriptions, verification
+from eventstore.models import (
+    Checkpoint,
+    CheckRun,
+    Event,
+    NudgeClaim,
+    SkippedEvent,
+)
 from eventstore.store import (
     append,
     head_sequence,
@@ -111,16 +118,54 @@ class TestHandling:
         (stream,) = streams_in_partition(2, 1)
         (failed,) = append(stream, [Counted(amount=1, fail=True)], 0)
         subscriptions.process_partition(2, [tallies])
+        operator = User.objects.create_superuser("root", "root@example.com", "pw")
         skip = ["subscriptions", "--skip", tallies.name, "2"]
 
         with pytest.raises(CommandError, match="look again"):
-            call_command(*skip, str(failed.sequence + 1), reason="typo")
+            call_command(*skip, str(failed.sequence + 1), reason="typo", by="root")
         out = StringIO()
-        call_command(*skip, str(failed.sequence), reason="bad data", stdout=out)
+        call_command(
+            *skip, str(failed.sequence), reason="bad data", by="root", stdout=out
+        )
 
         assert f"skipped sequence {failed.sequence}" in out.getvalue()
         assert tallies.skip_advice in out.getvalue()
-        assert SkippedEvent.objects.get().reason == "bad data"
+        skipped = SkippedEvent.objects.get()
+        assert (skipped.reason, skipped.skipped_by) == ("bad data", operator)
+
+    @pytest.mark.parametrize(
+        ("options", "refusal"),
+        [
+            ({"reason": "bad data"}, "--by USERNAME is required"),
+            ({"reason": "bad data", "by": "nobody"}, "no user is named 'nobody'"),
+            ({"reason": "bad data", "by": "clerk"}, "not an active operations user"),
+        ],
+    )
+    def test_the_subscriptions_command_names_who_decided_a_skip(self, options, refusal):
+        (stream,) = streams_in_partition(2, 1)
+        (failed,) = append(stream, [Counted(amount=1, fail=True)], 0)
+        subscriptions.process_partition(2, [tallies])
+        User.objects.create_user("clerk", is_staff=True)
+
+        with pytest.raises(CommandError, match=refusal):
+            call_command(
+                "subscriptions",
+                "--skip",
+                tallies.name,
+                "2",
+                str(failed.sequence),
+                **options,
+            )
+
+        assert not SkippedEvent.objects.exists()
+
+    @pytest.mark.parametrize(
+        "arguments",
+        [["--reason", "why"], ["--by", "root"], ["--retry", "x", "1", "--by", "root"]],
+    )
+    def test_the_subscriptions_command_refuses_options_without_a_skip(self, arguments):
+        with pytest.raises(CommandError, match="--reason and --by go with --skip"):
+            call_command("subscriptions", *arguments)
 
     @pytest.mark.parametrize(
         ("partition", "refusal"),
@@ -150,8 +195,10 @@ class TestHandling:
     def test_the_subscriptions_command_names_an_argument_that_is_not_a_number(
         self, arguments, refusal
     ):
+        if arguments[0] == "--skip":
+            arguments += ["--reason", "poison", "--by", "root"]
         with pytest.raises(CommandError, match=refusal):
-            call_command("subscriptions", *arguments, "--reason", "poison")
+            call_command("subscriptions", *arguments)
 
     @pytest.mark.parametrize(
         ("schema_version", "reason"),
@@ -1057,3 +1104,86 @@ class TestCheckpointBeyondItsHead:
         assert list(Handled.objects.values_list("event_id", flat=True)) == [
             later.event_id
         ]
+
+
+def _stream_moving(partition: int, old: int, new: int, *, moves: bool) -> str:
+    """Return a stream in ``partition`` under ``old`` partitions that under
+    ``new`` moves to another partition (``moves``) or stays in it."""
+    while True:
+        stream = f"tally-{uuid.uuid4()}"
+        if partition_for(stream, old) == partition and (
+            partition_for(stream, new) != partition
+        ) == (moves):
+            return stream
+
+
+def _renumber_events(new_count: int) -> None:
+    """README's step 3, as its outcome: each event in its stream's partition
+    under ``new_count``, numbered per partition in global id order."""
+    numbered: dict[int, int] = {}
+    placed = []
+    for event_id, stream_id in Event.objects.order_by("id").values_list(
+        "id", "stream_id"
+    ):
+        partition = partition_for(stream_id, new_count)
+        numbered[partition] = numbered.get(partition, 0) + 1
+        placed.append((partition, numbered[partition], event_id))
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE eventstore_event DISABLE TRIGGER USER")
+        cursor.execute("UPDATE eventstore_event SET sequence = -id")
+        cursor.executemany(
+            "UPDATE eventstore_event SET partition = %s, sequence = %s WHERE id = %s",
+            placed,
+        )
+        cursor.execute("ALTER TABLE eventstore_event ENABLE TRIGGER USER")
+
+
+@pytest.mark.django_db
+class TestRenumberingPartitions:
+    """README's "Changing the number of partitions" keeps an operator's skips.
+
+    A skip names the event's position then; renumbering moves the event, and
+    another one may take that position.
+    """
+
+    @pytest.fixture
+    def renumbered_after_a_skip(self, settings, unchecked_partition_count):
+        old, new = settings.EVENTSTORE_PARTITIONS, settings.EVENTSTORE_PARTITIONS * 2
+        stays = _stream_moving(3, old, new, moves=False)
+        moves = _stream_moving(3, old, new, moves=True)
+        append(stays, [Counted(amount=1), Counted(amount=2), Counted(amount=4)], 0)
+        (failing,) = append(moves, [Counted(amount=100, fail=True)], 0)
+        append(stays, [Counted(amount=8)], 3)
+        subscriptions.process_partition(3, [tallies])
+        subscriptions.skip_failed_event(
+            tallies.name, 3, sequence=failing.sequence, reason="bad data"
+        )
+        subscriptions.process_partition(3, [tallies])
+        assert Tally.objects.get(stream_id=stays).total == 15
+        _renumber_events(new)
+        settings.EVENTSTORE_PARTITIONS = new
+        # The event now at the skipped position is one of "stays".
+        assert Event.objects.get(partition=3, sequence=failing.sequence).stream_id == (
+            stays
+        )
+        subscriptions.move_checkpoints_to_heads()
+        return stays, moves
+
+    def test_a_rebuild_passes_over_the_skipped_event_and_only_it(
+        self, renumbered_after_a_skip
+    ):
+        stays, moves = renumbered_after_a_skip
+
+        subscriptions.rebuild(tallies.name)
+
+        assert Tally.objects.get(stream_id=stays).total == 15
+        assert not Tally.objects.filter(stream_id=moves).exists()
+
+    def test_a_verification_finds_no_drift(self, monkeypatch, renumbered_after_a_skip):
+        # Tally only: Handled keeps each event's position, which renumbering
+        # changed (README's step 5 rebuilds it).
+        monkeypatch.setattr(tallies, "read_models", (Tally,))
+
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.OK, run.summary

@@ -124,7 +124,12 @@ class TestResume:
         assert selectors.totals_snapshot()["currencies"]["EUR"]["in_transit"] == 0
         assert not selectors.stranded_transfers().exists()
         credited = Event.objects.get(event_type="transfers.Credited")
-        assert credited.metadata["actor_id"] == operator.pk
+        deposited = Event.objects.get(
+            event_type="accounts.Deposited", data__step="credit"
+        )
+        for event in (credited, deposited):
+            assert event.metadata["actor_id"] == operator.pk
+            assert "actor" not in event.metadata  # not "system" beside it
 
     def test_resume_debits_and_credits_a_stranded_pending_transfer(self, alice, bob):
         source = open_account(alice, balance=1000)
@@ -238,9 +243,17 @@ class TestRefund:
         assert services.get_transfer(transfer.id).status == Status.PENDING
 
 
+NO_SUCH = str(uuid.UUID(int=1))
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("operations", username="otto")
+
+
 @pytest.mark.django_db
 class TestCommand:
-    def test_it_lists_stranded_transfers_and_resumes_one(self, alice, bob):
+    def test_it_lists_stranded_transfers_and_resumes_one(self, alice, bob, operator):
         source = open_account(alice, balance=1000)
         target = open_account(bob)
         transfer = request(source, target)
@@ -255,6 +268,8 @@ class TestCommand:
             str(transfer.id),
             "--reason",
             "credit fixed",
+            "--by",
+            "otto",
             stdout=done,
         )
 
@@ -264,8 +279,9 @@ class TestCommand:
         assert (balance(source), balance(target)) == (700, 300)
         credited = Event.objects.get(event_type="transfers.Credited")
         assert credited.metadata["reason"] == "credit fixed"
+        assert credited.metadata["actor_id"] == operator.pk
 
-    def test_it_refunds_one(self, alice, bob):
+    def test_it_refunds_one(self, alice, bob, operator):
         source = open_account(alice, balance=1000)
         target = open_account(bob)
         transfer = request(source, target)
@@ -278,6 +294,8 @@ class TestCommand:
             str(transfer.id),
             "--reason",
             "target gone",
+            "--by",
+            "otto",
             stdout=out,
         )
 
@@ -288,18 +306,30 @@ class TestCommand:
         ("arguments", "message"),
         [
             (["--resume", "nope", "--reason", "x"], "not a transfer id"),
-            (["--resume", str(uuid.UUID(int=1)), "--reason", "x"], "No such transfer"),
-            (["--resume", str(uuid.UUID(int=1))], "--reason is required"),
-            (["--refund", str(uuid.UUID(int=1)), "--reason", " "], "--reason is"),
+            (
+                ["--resume", NO_SUCH, "--reason", "x", "--by", "otto"],
+                "No such transfer",
+            ),
+            (["--resume", NO_SUCH, "--by", "otto"], "--reason is required"),
+            (["--refund", NO_SUCH, "--reason", " ", "--by", "otto"], "--reason is"),
             (["--resume", "", "--reason", "x"], "not a transfer id"),
-            (["--refund", str(uuid.UUID(int=1)), "--reason", "\udcff"], "UTF-8"),
+            (["--refund", NO_SUCH, "--reason", "\udcff", "--by", "otto"], "UTF-8"),
+            (["--resume", NO_SUCH, "--reason", "x"], "--by USERNAME is required"),
+            (["--resume", NO_SUCH, "--reason", "x", "--by", "eve"], "no user is named"),
+            (["--refund", NO_SUCH, "--reason", "x", "--by", "teller"], "not an active"),
+            (["--reason", "x"], "--reason and --by go with --resume or --refund"),
+            (["--by", "otto"], "--reason and --by go with --resume or --refund"),
         ],
     )
-    def test_bad_input_is_a_clear_error(self, db, arguments, message):
+    def test_bad_input_is_a_clear_error(self, operator, arguments, message):
+        make_user("teller", username="teller")
+
         with pytest.raises(CommandError, match=message):
             call_command("stranded_transfers", *arguments)
 
-    def test_a_step_that_still_fails_is_a_clear_error(self, alice, bob, monkeypatch):
+    def test_a_step_that_still_fails_is_a_clear_error(
+        self, alice, bob, operator, monkeypatch
+    ):
         source = open_account(alice, balance=1000)
         target = open_account(bob)
         transfer = request(source, target)
@@ -312,7 +342,8 @@ class TestCommand:
         monkeypatch.setattr(services, "transfer_credit", still_failing)
         with pytest.raises(CommandError, match="Not done, nothing was changed"):
             call_command(
-                "stranded_transfers", "--resume", str(transfer.id), "--reason", "x"
+                "stranded_transfers",
+                *("--resume", str(transfer.id), "--reason", "x", "--by", "otto"),
             )
         assert services.get_transfer(transfer.id).status == Status.DEBITED
 
@@ -328,14 +359,15 @@ class TestCommand:
 
         assert f"{transfer.id} pending: its events cannot be read" in out.getvalue()
 
-    def test_a_transfer_not_stranded_is_a_clear_error(self, alice, bob):
+    def test_a_transfer_not_stranded_is_a_clear_error(self, alice, bob, operator):
         source = open_account(alice, balance=1000)
         target = open_account(bob)
         transfer = request(source, target)
 
         with pytest.raises(CommandError, match="not stranded"):
             call_command(
-                "stranded_transfers", "--resume", str(transfer.id), "--reason", "x"
+                "stranded_transfers",
+                *("--resume", str(transfer.id), "--reason", "x", "--by", "otto"),
             )
 
 

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from eventstore import subscriptions
 from eventstore.errors import PartitionCountMismatch
+from eventstore.operations import operator_named
 
 
 class Command(BaseCommand):
@@ -18,11 +19,18 @@ class Command(BaseCommand):
             "--skip",
             nargs=3,
             metavar=("SUBSCRIPTION", "PARTITION", "SEQUENCE"),
-            help="skip the failed event at SEQUENCE, as listed (needs --reason)",
+            help="skip the failed event at SEQUENCE, as listed (needs --reason, --by)",
         )
         parser.add_argument("--reason", default="", help="why the event is skipped")
+        parser.add_argument(
+            "--by", metavar="USERNAME", help="the operations user who decided the skip"
+        )
 
-    def handle(self, *args, retry=None, skip=None, reason="", **options):
+    def handle(self, *args, retry=None, skip=None, reason="", by=None, **options):
+        if not skip and (reason or by is not None):
+            raise CommandError("--reason and --by go with --skip")
+        if skip and by is None:
+            raise CommandError("--by USERNAME is required: who decided the skip")
         try:
             if retry:
                 partition = whole_number(retry[1], "PARTITION")
@@ -33,7 +41,11 @@ class Command(BaseCommand):
                 partition = whole_number(skip[1], "PARTITION")
                 sequence = whole_number(skip[2], "SEQUENCE")
                 skipped = subscriptions.skip_failed_event(
-                    skip[0], partition, sequence=sequence, reason=reason
+                    skip[0],
+                    partition,
+                    sequence=sequence,
+                    reason=reason,
+                    actor=operator_named(by),
                 )
                 self.stdout.write(
                     f"{skip[0]}[{skip[1]}] skipped sequence {skipped.sequence}"

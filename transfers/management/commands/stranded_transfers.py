@@ -18,6 +18,7 @@ from accounts.admin import format_money
 from accounts.errors import BankError
 from eventstore.context import metadata_context
 from eventstore.errors import EventStoreError
+from eventstore.operations import operator_named
 from transfers import selectors, services
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,27 @@ class Command(BaseCommand):
         parser.add_argument(
             "--reason", default="", help="why; kept in the events' metadata"
         )
+        parser.add_argument(
+            "--by",
+            metavar="USERNAME",
+            help="the operations user who decided; the events' acting user",
+        )
 
-    def handle(self, *args, resume=None, refund=None, reason="", **options):
+    def handle(self, *args, resume=None, refund=None, reason="", by=None, **options):
         if resume is None and refund is None:
+            if reason or by is not None:
+                raise CommandError("--reason and --by go with --resume or --refund.")
             self._show()
             return
         transfer_id = _transfer_id(resume if resume is not None else refund)
         if not reason.strip():
             raise CommandError("--reason is required to resume or refund a transfer.")
+        if by is None:
+            raise CommandError("--by USERNAME is required: who decided.")
+        try:
+            actor = operator_named(by)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
         try:
             reason.encode()
         except UnicodeEncodeError:
@@ -56,7 +70,7 @@ class Command(BaseCommand):
         )
         try:
             with metadata_context(reason=reason.strip(), via="command"):
-                transfer = command(transfer_id=transfer_id, actor=None)
+                transfer = command(transfer_id=transfer_id, actor=actor)
         except BankError as refusal:
             raise CommandError(refusal.detail) from refusal
         except Exception as error:
