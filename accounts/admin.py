@@ -183,7 +183,11 @@ class OpenAccountForm(SentOnceForm):
 class BalanceAtForm(forms.Form):
     at = forms.DateTimeField(
         label="Balance at",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}),
+        # The field sits inside the change form; it belongs to the page's
+        # balance-at form (HTML forms do not nest).
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local", "step": 1, "form": "balance-at-form"}
+        ),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
         help_text="Date and time (UTC); the balance is computed from the events.",
     )

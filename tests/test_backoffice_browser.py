@@ -111,6 +111,13 @@ def test_a_teller_runs_a_transfer_and_the_books_balance(
     assert "Deposited 250.00 EUR" in page.locator(".messagelist").inner_text()
     shot(page, "04-deposited")
 
+    # The balance at a moment, from the same page (its form is not the
+    # change form's: "Show" once posted that one and answered 403).
+    page.fill("#id_at", "2100-01-01T00:00:00")
+    with page.expect_navigation():
+        page.click("#balance-at input[type=submit]")
+    assert "250.00 EUR" in page.locator("#balance-at-result").inner_text()
+
     # Start a transfer by account numbers and watch it complete.
     page.goto(f"{base}/admin/transfers/transfersummary/add/")
     page.fill("#id_from_account", alice_number)
