@@ -334,6 +334,29 @@ class TestSchedules:
         assert "disable_tasks" not in page.content.decode()
         assert "run_tasks" not in page.content.decode()
 
+    @pytest.mark.parametrize(
+        "drill_down",
+        [
+            {"start_time__year": "9999"},
+            {"start_time__year": "9999", "start_time__month": "12"},
+            {
+                "start_time__year": "9999",
+                "start_time__month": "12",
+                "start_time__day": "31",
+            },
+        ],
+    )
+    def test_a_drill_down_into_the_last_year_is_bad_input_not_a_500(
+        self, client, superuser, drill_down
+    ):
+        client.force_login(superuser)
+        url = reverse("admin:django_celery_beat_periodictask_changelist")
+
+        response = client.get(url, drill_down)
+
+        assert response.status_code == 302
+        assert response["Location"] == f"{url}?e=1"
+
     def test_operations_may_disable_them(self, client, trial_balance_check):
         operator = User.objects.create_user("otto", password="pw", is_staff=True)
         operator.groups.add(Group.objects.get(name="operations"))
