@@ -7,5 +7,6 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         # Registers the event classes and the read-model subscription, so the
-        # web process and every Celery worker know them.
-        from . import events, projections  # noqa: F401
+        # web process and every Celery worker know them, and the signal that
+        # revokes tokens.
+        from . import authentication, events, projections  # noqa: F401

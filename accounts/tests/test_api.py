@@ -72,6 +72,39 @@ def test_a_malformed_token_answers_401(key):
     assert response.json()["code"] == "authentication_failed"
 
 
+def token_client(user) -> tuple[APIClient, str]:
+    key = Token.objects.create(user=user).key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client, key
+
+
+def test_a_new_password_revokes_the_users_tokens(customer, teller):
+    client, _ = token_client(customer)
+    others_client, _ = token_client(teller)
+    assert client.get("/api/accounts/").status_code == 200
+
+    customer.set_password("a-new-password-after-a-leak")
+    customer.save()
+
+    response = client.get("/api/accounts/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+    assert others_client.get("/api/accounts/").status_code == 200
+
+
+def test_other_changes_to_a_user_keep_their_tokens(customer):
+    client, key = token_client(customer)
+
+    customer.first_name = "Alice"
+    customer.save()
+    customer.check_password("not-it")  # a failed login
+    customer.save(update_fields=["last_login"])
+
+    assert client.get("/api/accounts/").status_code == 200
+    assert Token.objects.get(user=customer).key == key
+
+
 def test_session_authentication_works_too(customer, open_account):
     account = open_account(customer)
     client = APIClient()
