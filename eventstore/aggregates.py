@@ -34,6 +34,7 @@ from .store import (
     NewEvent,
     RecordedEvent,
     append,
+    lock_partitions,
     replay_snapshot_and_stream,
     replay_stream,
 )
@@ -318,12 +319,22 @@ def run_command(
     savepoint in the caller's (a subscription handler's batch). So a rerun
     starts from what the caller had, even after the failed attempt saved one
     aggregate before another's save conflicted.
+
+    A rerun first locks the partitions of the streams it lost (held to the
+    end of the transaction, as its appends would hold them), so it loads
+    them after the writers that won and no one else can win them again:
+    under contention a busy stream costs one rerun, not a run of them.
     """
+    lost: set[str] = set()
     for attempt in range(1, attempts + 1):
         try:
             with transaction.atomic():
+                if lost:
+                    lock_partitions(lost)
                 return command()
         except (ConcurrencyError, OperationalError) as error:
             if not is_transient(error) or attempt == attempts:
                 raise
+            if isinstance(error, ConcurrencyError):
+                lost.add(error.stream_id)
     raise AssertionError("unreachable")

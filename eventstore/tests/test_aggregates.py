@@ -93,6 +93,47 @@ def test_run_command_reruns_the_whole_command_when_another_writer_won():
     assert counters.load(counter_id).total == 111
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_rerun_goes_first_so_a_busy_stream_costs_one_rerun():
+    """Each run of the command, another writer saves the stream in between.
+
+    The rerun holds the stream's partition lock from before it loads, so that
+    writer waits for it (and then loses) instead of winning again.
+    """
+    counter_id = counter_with([1])
+    runs = []
+    rivals = []
+
+    def another_writer_adds_100():
+        try:
+            rival = counters.load(counter_id)
+            rival.add(100)
+            counters.save(rival)
+        except ConcurrencyError:
+            pass
+        finally:
+            connection.close()
+
+    def add_ten():
+        counter = counters.load(counter_id)
+        rival = threading.Thread(target=another_writer_adds_100)
+        rival.start()
+        rival.join(2)  # done, unless it waits for this transaction's lock
+        rivals.append(rival)
+        runs.append(counter.version)
+        counter.add(10)
+        counters.save(counter)
+        return counter
+
+    result = run_command(add_ten, attempts=2)
+    for rival in rivals:
+        rival.join(10)
+
+    assert runs == [1, 2]
+    assert result.total == 111
+    assert counters.load(counter_id).total == 111
+
+
 def _counter_in(partition: int) -> uuid.UUID:
     while True:
         counter = Counter(uuid.uuid4())
