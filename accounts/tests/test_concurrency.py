@@ -23,6 +23,34 @@ REQUESTS_PER_THREAD = 3
 INITIAL = 1_000
 
 
+def test_a_busy_account_takes_every_concurrent_deposit(teller, customer, open_account):
+    """Each deposit that loses the race reruns first (it locks the stream's
+    partition), so none runs out of reruns: no 409 however busy the account."""
+    account = open_account(customer)
+    threads_, deposits = 8, 25
+    start = threading.Barrier(threads_)
+    statuses = []
+
+    def deposit_many():
+        try:
+            client = client_for(teller)
+            start.wait()
+            for _ in range(deposits):
+                response = post(client, url(account.id, "deposit"), {"amount": 1})
+                statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deposit_many) for _ in range(threads_)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [200] * (threads_ * deposits)
+    assert services.get_account(account.id).balance == threads_ * deposits
+
+
 def test_concurrent_withdrawals_never_overdraw_and_add_up(
     teller, customer, open_account
 ):
