@@ -7,7 +7,7 @@ Every error answers JSON ``{"code": ..., "detail": ..., "fields"?: {...}}``:
 | 400 | ``invalid`` (with ``fields``), ``parse_error``, ``invalid_amount`` |
 | 401 | ``not_authenticated``, ``authentication_failed`` |
 | 403 | ``permission_denied`` |
-| 404 | ``not_found``, ``unknown_account`` |
+| 404 | ``not_found``, ``unknown_account``, ``unknown_transfer`` |
 | 405 | ``method_not_allowed`` |
 | 409 | ``conflict``, ``idempotency_key_reused``, ``account_number_taken`` |
 | 413 | ``request_too_large`` |
@@ -61,7 +61,7 @@ STATUS_TEXT = {
     400: "Malformed input (`invalid`, with per-field messages in `fields`).",
     401: "No or bad credentials (`not_authenticated`, `authentication_failed`).",
     403: "Not allowed for your role (`permission_denied`).",
-    404: "Unknown, or not yours (`not_found`, `unknown_account`).",
+    404: "Unknown, or not yours (`not_found`, `unknown_account`, `unknown_transfer`).",
     405: "Method not allowed (`method_not_allowed`).",
     409: "A conflict: `conflict` (concurrent writers, retries did not resolve "
     "it) or `idempotency_key_reused` (the same key with another body).",

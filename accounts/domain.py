@@ -6,7 +6,10 @@ Rules (each has its own test in ``tests/test_domain.py``):
   ``MAX_AMOUNT`` (10**12 minor units: ten billion in a two-decimal
   currency). Never a float, never a ``bool``.
 - A balance stays between 0 and ``MAX_BALANCE`` (10**15 minor units, well
-  inside a PostgreSQL ``bigint``): a withdrawal never takes it below zero.
+  inside a PostgreSQL ``bigint``): a withdrawal never takes it below zero. A
+  refund, never refused, may take it above (by at most what the transfer
+  took out); a payout empties a closed account in one withdrawal, however
+  far its refunds took it above ``MAX_AMOUNT``.
 - A frozen account refuses deposits and withdrawals; a closed account
   refuses everything; except a transfer's refund (a deposit with step
   ``refund``), which is never refused, so money is never stranded in transit.

@@ -86,7 +86,7 @@ def _account_ids(batch: list[RecordedEvent]) -> list[uuid.UUID]:
     return [parsed[recorded.stream_id] for recorded in batch]
 
 
-class UnknownAccount(LookupError):
+class AccountNotProjected(LookupError):
     """A money event for an account whose opening was never projected."""
 
 
@@ -120,7 +120,9 @@ def on_batch(batch: list[RecordedEvent]) -> None:
             )
         elif cls is Deposited or cls is Withdrawn:
             if account is None:
-                raise UnknownAccount(f"no account {account_id} for {recorded.event_id}")
+                raise AccountNotProjected(
+                    f"no account {account_id} for {recorded.event_id}"
+                )
             deposit = cls is Deposited
             signed = event.amount if deposit else -event.amount
             account.balance += signed

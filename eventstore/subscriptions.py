@@ -390,13 +390,20 @@ def _run_batch_handler(sub: Subscription, events: list[RecordedEvent]) -> None:
         ) from error
 
 
+# A checkpoint's fields with no stop recorded.
+_NO_FAILURE = {
+    "failed_sequence": None,
+    "failed_event_id": None,
+    "error": "",
+    "attempts": 0,
+    "failed_at": None,
+    "retry_at": None,
+}
+
+
 def _clear_failure(checkpoint: Checkpoint) -> None:
-    checkpoint.failed_sequence = None
-    checkpoint.failed_event_id = None
-    checkpoint.error = ""
-    checkpoint.attempts = 0
-    checkpoint.failed_at = None
-    checkpoint.retry_at = None
+    for field, value in _NO_FAILURE.items():
+        setattr(checkpoint, field, value)
 
 
 def _stop_beyond_head(sub: Subscription, checkpoint: Checkpoint, head: int) -> None:
@@ -828,13 +835,4 @@ def _rebuild_batch(
 
 def _cleared_at(sequence: int) -> dict:
     """The fields of a checkpoint moved to ``sequence``, with no stop recorded."""
-    return {
-        "sequence": sequence,
-        "failed_sequence": None,
-        "failed_event_id": None,
-        "error": "",
-        "attempts": 0,
-        "failed_at": None,
-        "retry_at": None,
-        "updated_at": timezone.now(),
-    }
+    return {"sequence": sequence, **_NO_FAILURE, "updated_at": timezone.now()}

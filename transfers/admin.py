@@ -572,7 +572,6 @@ def _trial_balance_panel(request) -> dict:
     live = selectors.totals_snapshot()
     rows = []
     for currency, f in live["currencies"].items():
-        difference = f["balances"] + f["in_transit"] - f["deposited"] + f["withdrawn"]
         rows.append(
             {
                 "currency": currency,
@@ -580,7 +579,7 @@ def _trial_balance_panel(request) -> dict:
                     name: format_money(f[name], currency)
                     for name in ("balances", "in_transit", "deposited", "withdrawn")
                 },
-                "balanced": difference == 0,
+                "balanced": selectors.books_difference(f) == 0,
             }
         )
     last = (

@@ -283,10 +283,18 @@ def independent_trial_balance(cut: dict[int, int] | None = None) -> dict:
         name = "deposited" if event_type == "accounts.Deposited" else "withdrawn"
         add(currency, name, total)
     for row in figures.values():
-        row["difference"] = (
-            row["balances"] + row["in_transit"] - row["deposited"] + row["withdrawn"]
-        )
+        row["difference"] = books_difference(row)
     return dict(sorted(figures.items()))
+
+
+def books_difference(figures: dict[str, int]) -> int:
+    """Return how far a currency's books are off: 0 when they balance."""
+    return (
+        figures["balances"]
+        + figures["in_transit"]
+        - figures["deposited"]
+        + figures["withdrawn"]
+    )
 
 
 def _external_cash(cut: dict[int, int] | None) -> list[tuple[str, str, int]]:
