@@ -302,6 +302,9 @@ CACHES = {
 }
 
 # Logins (admin and the API token endpoint) per client address.
+# Where a login goes when its "next" is missing or points off the site: the
+# back office, not Django's default /accounts/profile/ (a 404 here).
+LOGIN_REDIRECT_URL = "admin:index"
 LOGIN_THROTTLE_RATE = os.environ.get("LOGIN_THROTTLE_RATE", "10/min")
 LOGIN_THROTTLE_VIEWS = ["admin:login"]
 

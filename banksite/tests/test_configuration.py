@@ -1,6 +1,7 @@
 """Settings read from the environment, as README's "Configuration" lists them."""
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 
 from .servers import settings_from_environment
@@ -191,3 +192,17 @@ def test_the_broker_url_is_not_checked_when_tasks_run_in_process():
     )
 
     assert settings["CELERY_TASK_ALWAYS_EAGER"] is True
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("next_url", ["https://evil.example/", "//evil.example/"])
+def test_a_login_whose_next_is_off_the_site_goes_to_the_back_office(client, next_url):
+    User.objects.create_user("tina", password="teller-pw-42", is_staff=True)
+
+    response = client.post(
+        f"/admin/login/?next={next_url}",
+        {"username": "tina", "password": "teller-pw-42", "next": next_url},
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
