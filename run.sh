@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Bring the whole bank up with one command: virtual environment, database,
 # migrations, demo data (once, and only with DEBUG on), then the web server
-# (gunicorn), a Celery worker and Celery beat. Ctrl-C stops everything.
+# (gunicorn), a Celery worker and Celery beat. Ctrl-C stops everything, as
+# do closing its terminal (SIGHUP) and SIGTERM.
 #
 #   ./run.sh [--port PORT]          (or PORT=8001 ./run.sh)
 #
+# gunicorn listens on HOST (127.0.0.1) at PORT (8000); a port in use is
+# refused at once. With HOST=0.0.0.0 (or ::) it listens on every address and
+# is probed, and shown, at 127.0.0.1 (or [::1]).
 # Uses PostgreSQL (DATABASE_URL) and Redis (CELERY_BROKER_URL), localhost by
 # default; with either unreachable it runs embedded instead: SQLite in
 # var/bank.sqlite3 (SQLITE_PATH), or DATABASE_URL=sqlite:///path as given,
@@ -19,7 +23,7 @@ PORT="${PORT:-8000}"
 HOST="${HOST:-127.0.0.1}"
 HEALTH_WAIT_SECONDS="${HEALTH_WAIT_SECONDS:-60}"
 
-usage() { sed -n '2,14s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,9 +33,29 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-case "$PORT" in '' | *[!0-9]*) echo "run.sh: --port must be a number" >&2; exit 2 ;; esac
+# At most 5 digits, read in base 10 (08000 is 8000, not bad octal).
+if [[ ! "$PORT" =~ ^[0-9]{1,5}$ ]] || [ $((10#$PORT)) -lt 1 ] || [ $((10#$PORT)) -gt 65535 ]; then
+    echo "run.sh: the port (--port or PORT) must be a number from 1 to 65535, not $PORT" >&2
+    exit 2
+fi
+PORT=$((10#$PORT))
 case "$HEALTH_WAIT_SECONDS" in '' | *[!0-9]*)
     echo "run.sh: HEALTH_WAIT_SECONDS must be a number" >&2; exit 2 ;;
+esac
+
+# An IPv6 address is written in brackets before a port: [::1]:8000.
+host="${HOST#[}"
+host="${host%]}"
+case "$host" in
+*:*) bind="[$host]:$PORT" ;;
+*) bind="$host:$PORT" ;;
+esac
+# Every address (0.0.0.0, ::) is no address to connect to, nor an allowed
+# host: the health probe and the banner use the loopback instead.
+case "$host" in
+0.0.0.0) base="http://127.0.0.1:$PORT" ;;
+::) base="http://[::1]:$PORT" ;;
+*) base="http://${bind}" ;;
 esac
 
 if [ -t 1 ]; then
@@ -45,6 +69,35 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     python3 -m venv .venv
 fi
+PY=.venv/bin/python
+
+# --- the port: refuse one in use (a first ./run.sh, say) before anything
+# starts. gunicorn would retry it for seconds and give up, while the health
+# probe got its 200 from the other server.
+port_problem() {
+    $PY - "$host" "$PORT" <<'PY'
+import errno, socket, sys
+
+host, port = sys.argv[1], int(sys.argv[2])
+# Bound as gunicorn binds it: IPv6 for an IPv6 address, SO_REUSEADDR.
+with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            print(f"port {port} on {host} is in use (is the bank running already?):"
+                  " choose another with --port")
+        else:
+            print(f"cannot listen on {host} at port {port}: {error.strerror or error}")
+        sys.exit(1)
+PY
+}
+if ! problem="$(port_problem)"; then
+    say "$problem"
+    exit 1
+fi
+
 requirements_met() {
     # Every line of requirements.txt is pinned (name[extras]==version).
     .venv/bin/python - requirements.txt <<'PY'
@@ -67,7 +120,6 @@ if ! requirements_met; then
     say "installing requirements.txt into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 fi
-PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
 
 # --- PostgreSQL and Redis, or the embedded fallback
@@ -122,10 +174,15 @@ if [ "${DEMO_DATA:-1}" != 0 ]; then
     fi
 fi
 
-# --- processes; stop them all on Ctrl-C, on TERM, or when one of them dies
+# --- processes; stop them all on Ctrl-C, TERM or HUP (the terminal closed),
+# or when one of them dies
 pids=()
 stop_all() {
-    trap - INT TERM EXIT
+    trap - INT TERM HUP EXIT
+    # With the terminal gone, saying "stopping" fails (or raises SIGPIPE):
+    # that must not stop the stopping.
+    set +e
+    trap '' PIPE
     if [ ${#pids[@]} -gt 0 ]; then
         say "stopping"
         kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -140,17 +197,19 @@ stop_all() {
 }
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
+trap 'stop_all; exit 129' HUP
 trap stop_all EXIT
 
 # The request log line comes from the app (with request ids), so gunicorn's
 # own access log is off.
 $PY -m gunicorn banksite.wsgi \
-    --bind "$HOST:$PORT" \
+    --bind "$bind" \
     --workers "${WEB_CONCURRENCY:-2}" \
     --graceful-timeout 10 \
     --no-control-socket \
     --error-logfile - &
-pids+=($!)
+gunicorn_pid=$!
+pids+=("$gunicorn_pid")
 if [ "$EMBEDDED" = 0 ]; then
     $PY -m celery -A banksite worker --loglevel=INFO \
         --concurrency="${CELERY_CONCURRENCY:-2}" --without-gossip --without-mingle &
@@ -163,18 +222,27 @@ else
     pids+=($!)
 fi
 
-base="http://$HOST:$PORT"
+# An answer is ours only once gunicorn has bound the port, which it has when
+# it runs workers: while it retries a port another server took since the
+# check above, that server answers. (Without pgrep, an answer is trusted.)
+gunicorn_has_bound() {
+    ! command -v pgrep >/dev/null || pgrep -P "$gunicorn_pid" >/dev/null
+}
 healthy=0
 deadline=$((SECONDS + HEALTH_WAIT_SECONDS))
 while [ "$SECONDS" -lt "$deadline" ]; do
-    if $PY -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
-        "$base/healthz" 2>/dev/null; then
-        healthy=1
-        break
+    if ! kill -0 "$gunicorn_pid" 2>/dev/null; then
+        say "gunicorn exited before it was healthy (its log above says why)"
+        exit 1
     fi
     for pid in "${pids[@]}"; do
         kill -0 "$pid" 2>/dev/null || { say "a process failed to start"; exit 1; }
     done
+    if $PY -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+        "$base/healthz" 2>/dev/null && gunicorn_has_bound; then
+        healthy=1
+        break
+    fi
     sleep 0.2
 done
 if [ "$healthy" = 0 ]; then

@@ -1,12 +1,20 @@
 """``./run.sh`` with neither PostgreSQL nor Redis reachable: the embedded mode."""
 
+import contextlib
+import fcntl
 import json
+import os
 import re
+import select
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import termios
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -238,3 +246,217 @@ def test_run_sh_stops_on_a_malformed_database_url_instead_of_running_embedded(
     assert "the settings are wrong: DATABASE_URL is malformed" in output
     assert "embedded mode" not in output
     assert not sqlite_path.exists()
+
+
+@contextlib.contextmanager
+def embedded_environment(tmp_path, **overrides):
+    """Yield the environment of a run.sh that runs embedded, without demo data:
+    PostgreSQL and Redis on ports that refuse connections."""
+    with closed_port() as database_port, closed_port() as broker_port:
+        yield clean_environment(
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{database_port}/bank",
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{broker_port}/0",
+            SQLITE_PATH=str(tmp_path / "bank.sqlite3"),
+            DEMO_DATA="0",
+            **overrides,
+        )
+
+
+class AlwaysHealthy(BaseHTTPRequestHandler):
+    """Another server on the port: answers 200 to anything."""
+
+    def do_GET(self):
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def another_server(port=0):
+    """Serve AlwaysHealthy on 127.0.0.1:``port`` (any free one for 0); yield it."""
+    server = HTTPServer(("127.0.0.1", port), AlwaysHealthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_run_sh_on_a_port_in_use_refuses_before_starting_anything(tmp_path):
+    """Another server (say a first ./run.sh) already serves on the port."""
+    log = tmp_path / "run.log"
+    with another_server() as other, embedded_environment(tmp_path) as env:
+        port = other.server_address[1]
+        process = start([str(ROOT / "run.sh"), "--port", str(port)], env, log)
+        try:
+            returncode = process.wait(timeout=60)
+        finally:
+            stop(process, signal.SIGINT)
+
+    output = log.read_text()
+    assert returncode == 1, output[-3000:]
+    assert output.splitlines()[-1:] == [
+        f"==> port {port} on 127.0.0.1 is in use (is the bank running already?):"
+        " choose another with --port"
+    ], output[-3000:]
+    assert "The bank is up" not in output
+    assert "migrating" not in output
+    assert not (tmp_path / "bank.sqlite3").exists()
+    assert not processes_in_group(process.pid)
+
+
+def test_run_sh_whose_web_server_cannot_bind_does_not_trust_another_server(
+    tmp_path,
+):
+    """The port is free when run.sh looks, taken by the time gunicorn binds.
+
+    gunicorn retries for seconds before it gives up; meanwhile /healthz on the
+    port answers 200, from the other server.
+    """
+    port = free_port()
+    log = tmp_path / "run.log"
+    with embedded_environment(tmp_path, HEALTH_WAIT_SECONDS="30") as env:
+        process = start([str(ROOT / "run.sh"), "--port", str(port)], env, log)
+        try:
+            wait_for_output(log, "==> migrating", process)
+            with another_server(port):
+                returncode = process.wait(timeout=120)
+        finally:
+            stop(process, signal.SIGINT)
+
+    output = log.read_text()
+    assert "The bank is up" not in output, output[-3000:]
+    assert "==> gunicorn exited before it was healthy" in output, output[-3000:]
+    assert output.rstrip().endswith("==> stopped"), output[-3000:]
+    assert returncode == 1
+    assert not processes_in_group(process.pid)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "port"),
+    [
+        (["--port", "99999"], {}, "99999"),
+        (["--port", "65536"], {}, "65536"),
+        (["--port=0"], {}, "0"),
+        (["--port", "abc"], {}, "abc"),
+        ([], {"PORT": "99999"}, "99999"),
+    ],
+)
+def test_run_sh_refuses_a_port_that_is_not_one(tmp_path, arguments, environment, port):
+    """One line that says why, before anything starts (not gunicorn's traceback)."""
+    log = tmp_path / "run.log"
+    with embedded_environment(tmp_path, HEALTH_WAIT_SECONDS="5", **environment) as env:
+        process = start([str(ROOT / "run.sh"), *arguments], env, log)
+        try:
+            returncode = process.wait(timeout=60)
+        finally:
+            stop(process)  # one that took the port started things: stop them
+
+    assert returncode == 2, log.read_text()[-3000:]
+    assert log.read_text().splitlines() == [
+        "run.sh: the port (--port or PORT) must be a number from 1 to 65535,"
+        f" not {port}"
+    ]
+    assert not (tmp_path / "bank.sqlite3").exists()
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        ("0.0.0.0", "127.0.0.1"),
+        pytest.param(
+            "::",
+            "[::1]",
+            marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 ::1"),
+        ),
+    ],
+)
+def test_run_sh_listening_on_all_addresses_probes_and_shows_the_loopback(
+    tmp_path, host, shown
+):
+    """``HOST=0.0.0.0 ./run.sh``: http://0.0.0.0:PORT/ is no URL to use, and
+    its Host header is not an allowed host (every probe would answer 400)."""
+    port = free_port()
+    log = tmp_path / "run.log"
+    with embedded_environment(tmp_path, HOST=host, HEALTH_WAIT_SECONDS="30") as env:
+        process = start([str(ROOT / "run.sh"), "--port", str(port)], env, log)
+        try:
+            banner = wait_for_output(log, "Ctrl-C stops everything", process, 120)
+            status, _, body = request(f"http://{shown}:{port}/healthz")
+        finally:
+            returncode = stop(process, signal.SIGINT)
+
+    assert status == 200, body
+    assert f"Admin:     http://{shown}:{port}/admin/" in banner
+    assert f"Health:    http://{shown}:{port}/healthz" in banner
+    output = log.read_text()
+    assert "not healthy" not in output
+    assert "DisallowedHost" not in output
+    assert returncode == 130, output[-3000:]
+
+
+def test_run_sh_stops_everything_when_its_terminal_closes(tmp_path):
+    """SIGHUP, and a terminal that is gone: saying "stopping" fails.
+
+    gunicorn would reload on the SIGHUP that follows, and nothing would stop
+    it and the sweeper any more.
+    """
+    terminal, run_sh_side = os.openpty()
+    with embedded_environment(tmp_path) as env:
+        process = subprocess.Popen(
+            [str(ROOT / "run.sh"), "--port", str(free_port())],
+            cwd=ROOT,
+            env=env,
+            stdin=run_sh_side,
+            stdout=run_sh_side,
+            stderr=run_sh_side,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+    os.close(run_sh_side)
+    try:
+        output = read_terminal_until(terminal, b"Ctrl-C stops everything", 120)
+        os.close(terminal)  # the terminal window closes: a hangup
+        terminal = None
+        returncode = process.wait(timeout=60)
+        time.sleep(1)  # for what run.sh left behind to show in ps
+        left = processes_in_group(process.pid)
+    finally:
+        if terminal is not None:
+            os.close(terminal)
+        stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # what it left behind
+
+    assert not left, output.decode(errors="replace")[-3000:]
+    assert returncode == 129
+
+
+def read_terminal_until(terminal: int, text: bytes, timeout: float) -> bytes:
+    """Return what was written to the terminal up to ``text``."""
+    output = b""
+    deadline = time.monotonic() + timeout
+    while text not in output:
+        assert time.monotonic() < deadline, output.decode(errors="replace")
+        if select.select([terminal], [], [], 0.2)[0]:
+            try:
+                output += os.read(terminal, 65536)
+            except OSError:  # EIO: everything on its side closed it
+                raise AssertionError(output.decode(errors="replace")) from None
+    return output
