@@ -22,7 +22,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db import connection
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -194,13 +194,19 @@ def retry(request):
         return _back(request)
     data = form.cleaned_data
     try:
-        subscriptions.retry_partition(data["subscription"], data["partition"])
+        with transaction.atomic():
+            # Read the stop being retried before the retry: the runner it
+            # wakes may clear it as soon as it commits. Locked, as the retry
+            # locks it, so the stop read is the one retried.
+            checkpoint = (
+                Checkpoint.objects.select_for_update()
+                .filter(subscription=data["subscription"], partition=data["partition"])
+                .first()
+            )
+            subscriptions.retry_partition(data["subscription"], data["partition"])
     except (LookupError, ValueError) as error:
         messages.error(request, f"Not retried: {error}")
         return _back(request)
-    checkpoint = Checkpoint.objects.get(
-        subscription=data["subscription"], partition=data["partition"]
-    )
     log_staff_action(
         request,
         Checkpoint,

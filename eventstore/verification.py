@@ -17,8 +17,9 @@ are complete; ``repair_together`` rebuilds several in one pass over the
 events.
 
 Checks are functions registered by the apps that know what to compare (the
-bank's trial balance is one). A check that finds a difference is recorded as
-an alert and mailed to the operations staff through Django's mail settings.
+bank's trial balance is one). A verification or check that finds a difference
+is recorded as an alert and mailed to the operations staff through Django's
+mail settings.
 
 Every run is recorded as a ``CheckRun``; the operations page shows the
 latest ones. A job that cannot run, whatever stops it (a statement timeout, a
@@ -35,6 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from celery import shared_task
+from celery.contrib.django.task import DjangoTask
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -141,7 +143,11 @@ def latest_runs() -> dict[tuple[str, str], CheckRun]:
 
 
 def verify(name: str, *, requested_by=None) -> CheckRun:
-    """Compare a subscription's live read model with one rebuilt from events."""
+    """Compare a subscription's live read model with one rebuilt from events.
+
+    Record the run; drift is mailed to the operations staff, as a check's
+    difference is.
+    """
     started, clock = timezone.now(), time.monotonic()
     sub = subscriptions.get_subscription(name)
     try:
@@ -350,17 +356,9 @@ def _jsonable(value):
 # Repair
 
 
-def repair(
-    name: str, *, requested_by=None, progress: Callable[[int], None] | None = None
-) -> CheckRun:
+def repair(name: str, *, requested_by=None) -> CheckRun:
     """Rebuild a subscription's live read model from the events."""
-    report = None
-    if progress is not None:
-
-        def report(_name: str, count: int) -> None:
-            progress(count)
-
-    (run,) = repair_together([name], requested_by=requested_by, progress=report)
+    (run,) = repair_together([name], requested_by=requested_by)
     return run
 
 
@@ -412,7 +410,7 @@ def repair_together(
 
 
 def run_check(name: str, *, requested_by=None) -> CheckRun:
-    """Run a registered check, record it, and alert on a difference."""
+    """Run a registered check and record it (alerting on a difference)."""
     started, clock = timezone.now(), time.monotonic()
     check = _checks.get(name)
     try:
@@ -424,10 +422,7 @@ def run_check(name: str, *, requested_by=None) -> CheckRun:
             [name], CheckRun.Kind.CHECK, started, clock, requested_by, error
         )
         return run
-    run = _record(name, CheckRun.Kind.CHECK, started, clock, requested_by, result)
-    if not run.ok:
-        alert(run)
-    return run
+    return _record(name, CheckRun.Kind.CHECK, started, clock, requested_by, result)
 
 
 @contextlib.contextmanager
@@ -553,11 +548,12 @@ def _failed(
 
 
 def _record(name, kind, started, clock, requested_by, result) -> CheckRun:
+    """Record a job that ran; alert on a difference (a verification's drift too)."""
     duration = datetime.timedelta(seconds=time.monotonic() - clock)
     outcome = CheckRun.Outcome.OK if not result.differences else CheckRun.Outcome.DRIFT
     if outcome != CheckRun.Outcome.OK:
         logger.warning("%s of %s: %s", kind, name, result.summary)
-    return CheckRun.objects.create(
+    run = CheckRun.objects.create(
         name=name,
         kind=kind,
         outcome=outcome,
@@ -569,10 +565,31 @@ def _record(name, kind, started, clock, requested_by, result) -> CheckRun:
         details=result.details,
         requested_by=requested_by,
     )
+    if not run.ok:
+        alert(run)
+    return run
 
 
 # Celery tasks: thin. A job that fails is recorded as a run and does not
 # raise, so the scheduled ones go on to the next.
+
+
+class _Job(DjangoTask):  # the app's own task class, with delay_on_commit
+    """A job's task: ``JOB_TIME_LIMIT_SECONDS`` stops one that runs too long.
+
+    The soft limit raises in the job (recorded as an error and mailed, like
+    any failure); the hard one, a minute later, kills a job that ignores it
+    and frees its worker. Both are read from the settings when asked for
+    (a worker asks as it starts), not when this module is imported.
+    """
+
+    @property
+    def soft_time_limit(self) -> int:
+        return settings.JOB_TIME_LIMIT_SECONDS
+
+    @property
+    def time_limit(self) -> int:
+        return settings.JOB_TIME_LIMIT_SECONDS + 60
 
 
 def job(name: str):
@@ -583,16 +600,14 @@ def job(name: str):
     another worker while the first may still run it, and a job may take
     longer than that (two verifications of one read model, two mails for one
     difference). A job lost with its worker is run by the next schedule, or
-    asked for again. ``JOB_TIME_LIMIT_SECONDS`` stops one that runs too long
-    (recorded as an error and mailed, like any failure) and frees its worker.
+    asked for again. Its time limits are ``_Job``'s.
     """
     return shared_task(
         name=name,
+        base=_Job,
         ignore_result=True,
         acks_late=False,
         reject_on_worker_lost=False,
-        soft_time_limit=settings.JOB_TIME_LIMIT_SECONDS,
-        time_limit=settings.JOB_TIME_LIMIT_SECONDS + 60,
     )
 
 

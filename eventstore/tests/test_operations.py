@@ -1,6 +1,7 @@
 """The operations page: who sees it, and retry, skip and jobs through the client."""
 
 import contextlib
+import dataclasses
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -137,6 +138,34 @@ class TestActions:
         entry = LogEntry.objects.get(user=operator)
         assert entry.object_id == str(stopped.pk)
         assert "Retried" in entry.change_message
+
+    def test_retry_logs_the_event_retried_though_a_worker_cleared_the_stop(
+        self, client, operator, stopped, monkeypatch
+    ):
+        # The fix for the failing event is released; the worker the retry's
+        # nudge wakes handles the event before the page logs the retry.
+        handler = tallies.handlers["testapp.Counted"]
+
+        def fixed(recorded):
+            event = dataclasses.replace(recorded.event, fail=False)
+            handler(dataclasses.replace(recorded, event=event))
+
+        retry_partition = subscriptions.retry_partition
+
+        def retry_then_a_worker_runs(subscription, partition):
+            retry_partition(subscription, partition)
+            subscriptions.process_partition(partition, [tallies])
+
+        monkeypatch.setitem(tallies.handlers, "testapp.Counted", fixed)
+        monkeypatch.setattr(subscriptions, "retry_partition", retry_then_a_worker_runs)
+        client.force_login(operator)
+
+        post(client, "operations_retry", {"subscription": tallies.name, "partition": 3})
+
+        assert not Checkpoint.objects.get(pk=stopped.pk).is_stopped
+        assert LogEntry.objects.get(user=operator).change_message == (
+            f"Retried {stopped} stopped at sequence {stopped.failed_sequence}."
+        )
 
     def test_retrying_an_unregistered_subscription_is_refused_with_a_message(
         self, client, operator

@@ -1,11 +1,12 @@
 """Verification, repair and checks, on the event store's test app."""
 
 import contextlib
+import io
 import threading
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
 from eventstore import subscriptions, verification
@@ -96,6 +97,40 @@ class TestVerification:
         assert run.outcome == CheckRun.Outcome.ERROR
         assert "read models" in run.summary
 
+    def test_drift_is_recorded_and_mailed_to_operations(self, counted, mailoutbox):
+        User.objects.create_superuser("root", "root@example.com", "pw")
+        User.objects.create_user("clerk", "clerk@example.com", "pw")
+        Tally.objects.filter(stream_id=counted[3]).update(total=-1)
+
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.DRIFT
+        assert run.alerted_at is not None
+        assert [m.to for m in mailoutbox] == [["root@example.com"]]
+        assert tallies.name in mailoutbox[0].subject
+
+    def test_a_clean_verification_sends_no_mail(self, counted, mailoutbox):
+        User.objects.create_superuser("root", "root@example.com", "pw")
+
+        run = verification.verify(tallies.name)
+
+        assert run.ok and run.alerted_at is None and not mailoutbox
+
+    def test_the_scheduled_verification_mails_the_drift_it_finds(
+        self, counted, mailoutbox
+    ):
+        User.objects.create_superuser("root", "root@example.com", "pw")
+        Tally.objects.filter(stream_id=counted[3]).delete()
+
+        outcomes = verification.verify_projections_task()
+
+        assert CheckRun.Outcome.DRIFT in outcomes
+        drifted = CheckRun.objects.get(outcome=CheckRun.Outcome.DRIFT)
+        assert drifted.name == tallies.name and drifted.alerted_at is not None
+        assert [m.subject for m in mailoutbox] == [
+            f"[bank] {tallies.name}: {drifted.get_outcome_display()}"
+        ]
+
 
 @pytest.mark.django_db
 class TestChecks:
@@ -170,6 +205,50 @@ def test_rebuild_projections_command_rebuilds_and_reports(counted, capsys):
 
     assert Tally.objects.count() == len(counted)
     assert CheckRun.objects.get(kind=CheckRun.Kind.REPAIR).rows_checked == 640
+
+
+@pytest.mark.django_db
+def test_rebuild_projections_refuses_names_with_list(verifiable_tallies):
+    with pytest.raises(CommandError, match="--list takes no names"):
+        call_command("rebuild_projections", tallies.name, list=True)
+
+
+@pytest.mark.django_db
+def test_rebuild_projections_refuses_unknown_names(verifiable_tallies):
+    with pytest.raises(CommandError, match="cannot rebuild no.such; choose from"):
+        call_command("rebuild_projections", tallies.name, "no.such")
+
+
+@pytest.mark.django_db
+def test_a_projection_named_twice_is_rebuilt_once_with_one_progress_bar(counted):
+    stderr = io.StringIO()
+
+    call_command(
+        "rebuild_projections",
+        tallies.name,
+        tallies.name,
+        stdout=io.StringIO(),
+        stderr=stderr,
+    )
+
+    assert CheckRun.objects.get(kind=CheckRun.Kind.REPAIR).rows_checked == 640
+    # A bar is drawn empty once, when it opens; a second bar for the same
+    # name would be left on the screen at 0%.
+    assert stderr.getvalue().count(f"{tallies.name}:   0%") == 1
+
+
+@pytest.mark.django_db
+def test_a_projection_named_twice_is_verified_once(counted):
+    call_command(
+        "rebuild_projections",
+        tallies.name,
+        tallies.name,
+        verify=True,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+
+    assert CheckRun.objects.filter(kind=CheckRun.Kind.VERIFY).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -452,3 +531,11 @@ def test_a_job_runs_at_most_once_within_its_time_limit(task, settings):
     assert (task.acks_late, task.reject_on_worker_lost) == (False, False)
     assert task.soft_time_limit == settings.JOB_TIME_LIMIT_SECONDS
     assert task.time_limit > task.soft_time_limit
+
+
+@pytest.mark.parametrize("task", JOBS, ids=lambda task: task.name)
+def test_a_jobs_time_limits_are_read_from_the_settings_not_at_import(task, settings):
+    # A worker reads them as it starts, after Django's settings are loaded.
+    settings.JOB_TIME_LIMIT_SECONDS = 120
+
+    assert (task.soft_time_limit, task.time_limit) == (120, 180)

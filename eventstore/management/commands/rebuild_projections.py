@@ -31,6 +31,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, names, verify=False, list=False, **options):
         rebuildable = {sub.name: sub for sub in verification.rebuildable()}
+        if list and names:
+            raise CommandError("--list takes no names")
+        # A name given twice is one projection, rebuilt (or verified) once.
+        names = [*dict.fromkeys(names)]
         if list:
             for name, sub in rebuildable.items():
                 models = ", ".join(m._meta.label for m in sub.read_models) or "-"
