@@ -98,7 +98,7 @@ class NulCharacterMiddleware:
         for name, value in list(request.COOKIES.items()):
             if "\x00" in name or "\x00" in value:
                 del request.COOKIES[name]
-        api = request.path_info == "/api" or request.path_info.startswith("/api/")
+        api = _is_api(request)
         try:
             holds_nul = _holds_nul(request.GET) or (
                 not api and _form_holds_nul(request)
@@ -113,6 +113,10 @@ class NulCharacterMiddleware:
                 )
             return HttpResponseBadRequest(self.MESSAGE, content_type="text/plain")
         return self.get_response(request)
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path_info == "/api" or request.path_info.startswith("/api/")
 
 
 def _form_holds_nul(request: HttpRequest) -> bool:
@@ -194,13 +198,15 @@ class LoginThrottleMiddleware:
         if throttle.allow_request(request, None):
             return None
         wait = max(int(throttle.wait() or 1), 1)
-        return JsonResponse(
-            {
-                "code": "throttled",
-                "detail": f"Too many login attempts. Try again in {wait} seconds.",
-            },
-            status=429,
-            headers={"Retry-After": str(wait)},
+        detail = f"Too many login attempts. Try again in {wait} seconds."
+        headers = {"Retry-After": str(wait)}
+        if _is_api(request):
+            return JsonResponse(
+                {"code": "throttled", "detail": detail}, status=429, headers=headers
+            )
+        # The admin's login form is read in a browser.
+        return HttpResponse(
+            detail, status=429, content_type="text/plain", headers=headers
         )
 
     @staticmethod
