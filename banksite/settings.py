@@ -130,6 +130,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "transfers",
 ]
@@ -380,6 +381,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The docs page's Swagger UI comes from this site's static files (the
+    # pinned drf-spectacular-sidecar), not from a CDN's latest release.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 # Django's model backend with a user's permissions loaded in one query.
 AUTHENTICATION_BACKENDS = ["accounts.permissions.PermissionBackend"]

@@ -1,6 +1,9 @@
 """The schema and docs under /api/ answer errors as the rest of the API does."""
 
+import re
+
 import pytest
+from django.contrib.staticfiles import finders
 from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
@@ -40,3 +43,15 @@ def test_schema_and_docs_still_answer_in_their_formats(path, content_type):
     assert response.status_code == 200
     assert response["Content-Type"] == content_type
     assert APIClient().head(path).status_code == 200
+
+
+def test_the_docs_page_loads_its_scripts_from_this_site():
+    """Swagger UI came from a CDN's latest release: another origin's script
+    running beside the session-authenticated API."""
+    page = APIClient().get("/api/docs/").content.decode()
+
+    sources = re.findall(r"<(?:script|link)[^>]+(?:src|href)=\"([^\"]+)\"", page)
+
+    assert any("swagger-ui-bundle.js" in source for source in sources)
+    assert [source for source in sources if not source.startswith("/static/")] == []
+    assert all(finders.find(source.removeprefix("/static/")) for source in sources)
