@@ -4,13 +4,15 @@
 of the event-store metadata context in force where it was logged: the web
 request's (set by ``RequestContextMiddleware``), the Celery task's (carried in
 the task's headers, see ``banksite.celery``), or the event being handled
-(``eventstore.subscriptions.handling_context``). ``JsonFormatter`` writes one
-JSON object per line for log collectors (``LOG_FORMAT=json``).
+(``eventstore.subscriptions.handling_context``). ``TextFormatter`` writes a
+record's message on one line; ``JsonFormatter`` writes one JSON object per
+line for log collectors (``LOG_FORMAT=json``).
 """
 
 import datetime
 import json
 import logging
+import re
 
 from eventstore.context import current_metadata
 
@@ -35,6 +37,25 @@ class ContextFilter(logging.Filter):
             if not getattr(record, key, None):
                 setattr(record, key, metadata.get(key) or NO_ID)
         return True
+
+
+# Control characters but the tab: a newline in a message (from a URL path or a
+# username, say) would start what reads as another record, with any ids.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class TextFormatter(logging.Formatter):
+    """Format a record as text, its message on one line (``LOG_FORMAT=text``).
+
+    Control characters in the message are written escaped (``\\n``); a
+    traceback still follows on lines of its own.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(
+            lambda match: repr(match.group())[1:-1], record.message
+        )
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):

@@ -29,12 +29,12 @@ logger = logging.getLogger("banksite.request")
 REQUEST_ID_HEADER = "X-Request-ID"
 CORRELATION_ID_HEADER = "X-Correlation-ID"
 # What a caller may send as an id: short and safe to put in a log line.
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _id_from(request: HttpRequest, header: str) -> str | None:
     value = request.headers.get(header, "")
-    return value if _ID.match(value) else None
+    return value if _ID.fullmatch(value) else None
 
 
 class RequestContextMiddleware:

@@ -426,8 +426,9 @@ LOGGING = {
     "filters": {"context": {"()": "banksite.logs.ContextFilter"}},
     "formatters": {
         "text": {
+            "()": "banksite.logs.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s "
-            "[request=%(request_id)s correlation=%(correlation_id)s] %(message)s"
+            "[request=%(request_id)s correlation=%(correlation_id)s] %(message)s",
         },
         "json": {"()": "banksite.logs.JsonFormatter"},
     },

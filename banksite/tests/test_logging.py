@@ -7,9 +7,10 @@ import sys
 import uuid
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 
-from banksite.logs import ContextFilter, JsonFormatter
+from banksite.logs import ContextFilter, JsonFormatter, TextFormatter
 from eventstore.context import metadata_context
 from eventstore.store import append, read_stream
 from eventstore.tests.testapp.events import Counted
@@ -36,10 +37,12 @@ def test_the_correlation_id_defaults_to_the_request_id(client):
 
 
 @pytest.mark.django_db
-def test_an_unusable_id_header_is_replaced(client):
-    response = client.get("/healthz", headers={"X-Request-ID": "x" * 129})
+@pytest.mark.parametrize("unusable", ["x" * 129, "abc\n", "a b"])
+def test_an_unusable_id_header_is_replaced(client, unusable):
+    response = client.get("/healthz", headers={"X-Request-ID": unusable})
 
-    assert response["X-Request-ID"] != "x" * 129
+    assert response.status_code in (200, 503)
+    assert response["X-Request-ID"] != unusable
 
 
 def _record(message="hello", **extra) -> logging.LogRecord:
@@ -78,6 +81,47 @@ def test_json_lines_hold_the_message_ids_and_extra_fields():
     assert entry["request_id"] == "req-3"
     assert entry["correlation_id"] == "corr-3"
     assert entry["status"] == 200
+
+
+def text_line(record: logging.LogRecord) -> str:
+    """Format a record as the text log does (LOG_FORMAT=text)."""
+    formatter = settings.LOGGING["formatters"]["text"]
+    ContextFilter().filter(record)
+    return TextFormatter(formatter["format"]).format(record)
+
+
+def test_a_text_line_holds_a_message_on_one_line_whatever_it_holds():
+    forged = "x\r\n2026-01-01 INFO banksite.request [request=a] POST\x1b[2K"
+
+    line = text_line(_record(forged))
+
+    assert line.endswith(
+        "x\\r\\n2026-01-01 INFO banksite.request [request=a] POST\\x1b[2K"
+    )
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+
+
+@pytest.mark.django_db
+def test_a_request_path_cannot_forge_a_line_of_the_request_log(client, caplog):
+    caplog.set_level(logging.INFO, logger="banksite.request")
+
+    client.get("/api/x%0D%0A2026-01-01%20INFO%20banksite.request%20POST")
+
+    (record,) = [r for r in caplog.records if r.name == "banksite.request"]
+    assert "\n" not in text_line(record)
+
+
+def test_a_traceback_still_follows_on_lines_of_its_own():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = _record("failed")
+        record.exc_info = sys.exc_info()
+
+    line = text_line(record)
+
+    assert line.splitlines()[0].endswith("failed")
+    assert "Traceback (most recent call last):" in line.splitlines()[1]
 
 
 def worker_log_entries(worker) -> list[dict]:
