@@ -6,6 +6,7 @@ import uuid
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -658,3 +659,25 @@ class TestLedgerByTransfer:
         assert sorted(row.transfer_step for row in found) == ["credit", "debit"]
         assert "accounts_ledger_transfer" in self.plan(found)
         assert by_number.context["cl"].result_count == 0
+
+
+@pytest.mark.parametrize("object_id", ["not-a-uuid", "12", "%00"])
+def test_the_view_on_site_shortcut_answers_404_to_a_malformed_id(
+    client, teller, object_id
+):
+    client.force_login(teller)
+    content_type = ContentType.objects.get_for_model(AccountBalance)
+
+    response = client.get(f"/admin/r/{content_type.pk}/{object_id}/")
+
+    assert response.status_code == 404
+
+
+def test_the_view_on_site_shortcut_is_for_staff_only(client, alice, account):
+    client.force_login(alice)
+    content_type = ContentType.objects.get_for_model(AccountBalance)
+
+    response = client.get(f"/admin/r/{content_type.pk}/{account.id}/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
