@@ -261,6 +261,9 @@ STORAGES = {
 # whenever DEBUG is off; HSTS and the HTTPS redirect are opt-in flags because
 # they must match how TLS is terminated in front of the app.
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+# A back-office session moves money: it lasts a working day, not Django's
+# two weeks.
+SESSION_COOKIE_AGE = env_int("SESSION_HOURS", 8, minimum=1, maximum=14 * 24) * 3600
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
@@ -391,10 +394,15 @@ SPECTACULAR_SETTINGS = {
 AUTHENTICATION_BACKENDS = ["accounts.permissions.PermissionBackend"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 262144, minimum=1)
 # How long an Idempotency-Key's first answer is kept and replayed.
-IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24, minimum=1)
+# At most ten years (a longer one would end past the year 9999).
+IDEMPOTENCY_KEY_TTL_HOURS = env_int(
+    "IDEMPOTENCY_KEY_TTL_HOURS", 24, minimum=1, maximum=10 * 365 * 24
+)
 
 # Transfers pending or debited for longer than this are shown as stuck.
-TRANSFERS_STUCK_AFTER_SECONDS = env_int("TRANSFERS_STUCK_AFTER_SECONDS", 300, minimum=1)
+TRANSFERS_STUCK_AFTER_SECONDS = env_int(
+    "TRANSFERS_STUCK_AFTER_SECONDS", 300, minimum=1, maximum=10 * 365 * 24 * 3600
+)
 
 # Mail, for the alerts to operations staff; Django's defaults otherwise.
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")

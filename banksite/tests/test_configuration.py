@@ -143,6 +143,26 @@ def test_a_session_timeout_that_is_not_a_number_is_refused_naming_it(name):
         settings_from_environment(**{name: "1min"})
 
 
+@pytest.mark.parametrize(
+    ("name", "beyond"),
+    [
+        # Each would end past the year 9999: every keyed POST, or the
+        # operations page, answered 500.
+        ("IDEMPOTENCY_KEY_TTL_HOURS", str(10 * 365 * 24 + 1)),
+        ("TRANSFERS_STUCK_AFTER_SECONDS", "100000000000"),
+        ("SESSION_HOURS", str(14 * 24 + 1)),
+    ],
+)
+def test_a_duration_setting_beyond_its_maximum_is_refused_naming_it(name, beyond):
+    with pytest.raises(ImproperlyConfigured, match=f"^{name}='{beyond}' is above"):
+        settings_from_environment(**{name: beyond})
+
+
+def test_a_back_office_login_lasts_a_working_day_unless_set():
+    assert settings_from_environment()["SESSION_COOKIE_AGE"] == 8 * 3600
+    assert settings_from_environment(SESSION_HOURS="2")["SESSION_COOKIE_AGE"] == 7200
+
+
 @pytest.mark.parametrize("count", ["0", "-4"])
 def test_a_partition_count_below_one_is_refused(count):
     with pytest.raises(ImproperlyConfigured, match="^EVENTSTORE_PARTITIONS="):
