@@ -192,6 +192,19 @@ class BalanceAtForm(forms.Form):
         help_text="Date and time (UTC); the balance is computed from the events.",
     )
 
+    def clean_at(self) -> datetime.datetime:
+        """Return the moment in UTC; refuse one UTC cannot hold (year 1, 9999)."""
+        moment = self.cleaned_data["at"]
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, datetime.UTC)
+        try:
+            return moment.astimezone(datetime.UTC)
+        except OverflowError:
+            raise forms.ValidationError(
+                "Out of range: the moment must lie between 0001-01-01 00:00:00"
+                " and 9999-12-31 23:59:59 UTC."
+            ) from None
+
 
 class StatusForm(SentOnceForm, ReasonForm):
     """Freeze, unfreeze or close: sent again later, it must not act again."""
@@ -429,8 +442,6 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         balance_at = None
         if balance_form.is_bound and balance_form.is_valid():
             moment = balance_form.cleaned_data["at"]
-            if timezone.is_naive(moment):
-                moment = timezone.make_aware(moment, datetime.UTC)
             found = selectors.balance_at(account_id, moment)
             balance_at = {
                 "at": moment,

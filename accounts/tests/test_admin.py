@@ -223,6 +223,31 @@ class TestAccountPage:
         assert now.context["balance_at"]["balance"] == "1,230.00 EUR"
         assert "1,230.00 EUR" in now.content.decode()
 
+    @pytest.mark.parametrize(
+        "moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+    )
+    def test_a_moment_utc_cannot_hold_is_a_form_error_not_a_500(
+        self, client, auditor, account, moment
+    ):
+        client.force_login(auditor)
+        page_url = reverse("admin:accounts_accountbalance_change", args=[account.id])
+
+        page = client.get(page_url, {"at": moment})
+
+        assert page.status_code == 200
+        assert page.context["balance_at"] is None
+        assert "Out of range" in str(page.context["balance_form"].errors)
+
+    def test_a_moment_with_an_offset_is_shown_in_utc(self, client, auditor, account):
+        client.force_login(auditor)
+        page_url = reverse("admin:accounts_accountbalance_change", args=[account.id])
+
+        page = client.get(page_url, {"at": "2100-01-01T02:00:00+02:00"})
+
+        shown = page.context["balance_at"]
+        assert shown["at"] == datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
+        assert shown["balance"] == "1,234.56 EUR"
+
     def test_an_account_not_yet_projected_is_shown_from_its_events(
         self, client, teller, alice
     ):
