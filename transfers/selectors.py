@@ -17,8 +17,10 @@ from accounts import selectors as accounts_selectors
 from accounts.errors import UnknownAccount
 from accounts.models import AccountBalance
 from accounts.permissions import VIEW_ANY_ACCOUNT
+from eventstore import events as event_registry
 from eventstore.models import Checkpoint, Event, SkippedEvent
 from eventstore.store import read_stream
+from eventstore.verification import CheckNotPossible
 
 from .domain import Transfer
 from .errors import UnknownTransfer
@@ -297,6 +299,18 @@ def books_difference(figures: dict[str, int]) -> int:
     )
 
 
+# The sum reads these events' stored JSON (amount, transfer_id; currency) as
+# these schema versions store it: upcasters serve decoded reads, not SQL. A
+# release that stores another version must teach the sum to read it; until
+# then the check cannot run, rather than count an old field as missing or a
+# transfer's leg as cash.
+SUMMED_SCHEMA_VERSIONS = {
+    "accounts.AccountOpened": 1,
+    "accounts.Deposited": 1,
+    "accounts.Withdrawn": 1,
+}
+
+
 def _external_cash(cut: dict[int, int] | None) -> list[tuple[str, str, int]]:
     """Sum the deposits and withdrawals no transfer made, per currency and type.
 
@@ -305,7 +319,15 @@ def _external_cash(cut: dict[int, int] | None) -> list[tuple[str, str, int]]:
     two arrays, one statement text whatever the number of partitions; SQLite
     (the embedded mode) has neither arrays nor ``::`` casts, so there the cut
     is a list of ``VALUES`` and the JSON is read with ``json_extract``.
+    Raise ``CheckNotPossible`` if an event summed is stored, or its class now
+    written, at a schema version other than ``SUMMED_SCHEMA_VERSIONS`` says.
     """
+    for name, version in SUMMED_SCHEMA_VERSIONS.items():
+        current = event_registry.event_type_of_class(
+            event_registry.class_for(name)
+        ).version
+        if current != version:
+            raise CheckNotPossible(_unread_schema(name, current))
     if cut is not None and not cut:
         return []  # no partition, so no event is up to the cut
     postgresql = connection.vendor == "postgresql"
@@ -331,14 +353,31 @@ def _external_cash(cut: dict[int, int] | None) -> list[tuple[str, str, int]]:
     events = Event._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"{with_cut}SELECT {field('o', 'currency')}, e.event_type, sum({amount})"
+            f"{with_cut}SELECT {field('o', 'currency')}, e.event_type, sum({amount}),"
+            " e.schema_version, o.schema_version"
             f" FROM {events} e{cut_join}"
             f" JOIN {events} o"
             " ON o.stream_id = e.stream_id AND o.version = 1"
             " AND o.event_type = 'accounts.AccountOpened'"
             " WHERE e.event_type IN ('accounts.Deposited', 'accounts.Withdrawn')"
             f" AND {field('e', 'transfer_id')} IS NULL"
-            " GROUP BY 1, 2",
+            " GROUP BY 1, 2, 4, 5",
             params,
         )
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+    for _, event_type, _, version, opened_version in rows:
+        for name, stored in (
+            (event_type, version),
+            ("accounts.AccountOpened", opened_version),
+        ):
+            if stored != SUMMED_SCHEMA_VERSIONS[name]:
+                raise CheckNotPossible(_unread_schema(name, stored))
+    return [(currency, event_type, total) for currency, event_type, total, _, _ in rows]
+
+
+def _unread_schema(name: str, version: int) -> str:
+    return (
+        f"{name} at schema version {version}: the trial balance's sum over the"
+        f" events reads only version {SUMMED_SCHEMA_VERSIONS[name]}"
+        " (transfers.selectors.SUMMED_SCHEMA_VERSIONS)"
+    )

@@ -1,10 +1,18 @@
 """The transfer read model and the trial balance, kept from the events."""
 
+import dataclasses
+
 import pytest
 
 from accounts import services as accounts
+from accounts.events import Deposited, Withdrawn
+from eventstore import events as event_registry
+from eventstore import verification
+from eventstore.models import CheckRun
+from eventstore.store import append, stream_version
 from eventstore.subscriptions import catch_up, get_subscription, rebuild
-from transfers import selectors, services
+from eventstore.verification import CheckNotPossible
+from transfers import selectors, services, trial_balance
 from transfers.models import Totals, TotalsAccount, TransferSummary
 
 from .factories import make_user, open_account, run_process, run_projections
@@ -177,6 +185,64 @@ def test_the_independent_trial_balance_agrees_with_the_totals(accounts_pair):
     }
     totals = selectors.totals_snapshot()["currencies"]["EUR"]
     assert {k: figures["EUR"][k] for k in totals} == totals
+
+
+def test_the_independent_sum_reads_the_schema_versions_the_events_are_written_at():
+    """A release bumping one of these versions must teach the SQL sum first."""
+    assert {
+        name: event_registry.event_type_of_class(event_registry.class_for(name)).version
+        for name in selectors.SUMMED_SCHEMA_VERSIONS
+    } == selectors.SUMMED_SCHEMA_VERSIONS
+
+
+@pytest.fixture
+def a_release(monkeypatch):
+    """Return a function that makes a class current for a type name, undone after."""
+    monkeypatch.setattr(event_registry, "_by_name", dict(event_registry._by_name))
+    monkeypatch.setattr(event_registry, "_by_class", dict(event_registry._by_class))
+    monkeypatch.setattr(event_registry, "_upcasters", dict(event_registry._upcasters))
+
+    def make_current(name: str, version: int, cls: type) -> None:
+        event_type = event_registry.EventType(name=name, version=version, cls=cls)
+        event_registry._by_name[name] = event_type
+        event_registry._by_class[cls] = event_type
+
+    return make_current
+
+
+@dataclasses.dataclass(frozen=True)
+class DepositedV0:
+    """A deposit as an earlier release might have stored it."""
+
+    value: int
+
+
+def test_an_event_stored_at_a_schema_the_sum_cannot_read_stops_the_check(
+    accounts_pair, a_release
+):
+    """Its amount (here ``value``) would sum as nothing, or a transfer's leg
+    stored under another key as cash: the check says it cannot run instead."""
+    _, source, _ = accounts_pair
+    a_release("accounts.Deposited", 0, DepositedV0)
+    append(source.stream_id, [DepositedV0(value=5)], stream_version(source.stream_id))
+    a_release("accounts.Deposited", 1, Deposited)
+    event_registry.upcaster("accounts.Deposited", from_version=0)(
+        lambda data: {"amount": data["value"]}
+    )
+
+    with pytest.raises(CheckNotPossible, match="Deposited at schema version 0"):
+        selectors.independent_trial_balance()
+
+    run = verification.run_check(trial_balance.NAME)
+    assert run.outcome == CheckRun.Outcome.ERROR
+    assert "reads only version 1" in run.summary
+
+
+def test_a_money_event_class_at_another_version_stops_the_check(db, a_release):
+    a_release("accounts.Withdrawn", 2, Withdrawn)
+
+    with pytest.raises(CheckNotPossible, match="Withdrawn at schema version 2"):
+        selectors.independent_trial_balance()
 
 
 def _summary_rows() -> list[tuple]:
