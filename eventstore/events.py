@@ -49,7 +49,10 @@ def register_event(name: str, *, version: int = 1):
     """Register a frozen dataclass as the current class of event type ``name``.
 
     Registering a class of the same module and name again (a module imported
-    again) replaces it; another class under a taken name is refused.
+    again) replaces it; another class under a taken name is refused, and so
+    is a class under a second name: subscriptions would read only one of its
+    names and pass over the events stored under the other. A type's name is
+    kept for good; the class may be renamed freely.
     """
 
     def register(cls: type) -> type:
@@ -61,6 +64,12 @@ def register_event(name: str, *, version: int = 1):
                 f"event type {name!r} is already {_class_name(known.cls)},"
                 f" not {_class_name(cls)}"
             )
+        for other in _by_name.values():
+            if other.name != name and _class_name(other.cls) == _class_name(cls):
+                raise ValueError(
+                    f"{_class_name(cls)} is already event type {other.name!r},"
+                    f" not also {name!r}"
+                )
         event_type = EventType(name=name, version=version, cls=cls)
         _by_name[name] = event_type
         _by_class[cls] = event_type

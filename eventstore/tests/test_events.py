@@ -311,6 +311,17 @@ def test_another_class_under_a_registered_name_is_refused():
         del registry._by_class[payments]
 
 
+def test_a_class_under_a_second_name_is_refused():
+    """Subscriptions would read one of its names and pass over the other's events."""
+    with pytest.raises(
+        ValueError, match="Rich is already event type 'eventstore_tests.Rich'"
+    ):
+        register_event("eventstore_tests.RichRenamed", version=1)(Rich)
+
+    assert "eventstore_tests.RichRenamed" not in registry.registered_names()
+    assert registry.event_type_of_class(Rich).name == "eventstore_tests.Rich"
+
+
 def test_registering_a_class_again_is_allowed():
     # The same class, or the same module imported again.
     register_event("eventstore_tests.Rich", version=1)(Rich)
