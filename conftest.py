@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from banksite.worker_process import WorkerProcess
+from eventstore import events as event_registry
 from eventstore import nudges
 
 ROOT = Path(__file__).resolve().parent
@@ -235,3 +236,23 @@ def superuser_token(db):
         "root", password="pw", is_superuser=True, is_staff=True
     )
     return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def a_release(monkeypatch):
+    """Return a function that makes a class current for an event type name.
+
+    As a release's code would; what a test registers (upcasters too) is undone
+    after it.
+    """
+    for registry in ("_by_name", "_by_class", "_upcasters"):
+        monkeypatch.setattr(
+            event_registry, registry, dict(getattr(event_registry, registry))
+        )
+
+    def make_current(name: str, version: int, cls: type) -> None:
+        event_type = event_registry.EventType(name=name, version=version, cls=cls)
+        event_registry._by_name[name] = event_type
+        event_registry._by_class[cls] = event_type
+
+    return make_current

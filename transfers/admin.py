@@ -48,6 +48,7 @@ from accounts.errors import BankError, UnknownAccount
 from accounts.models import AccountBalance
 from accounts.services import get_account_by_number
 from eventstore import charts, operations, verification
+from eventstore import events as event_registry
 from eventstore.admin import KnownValuesFilter, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
@@ -530,7 +531,7 @@ def _timeline(transfer_id: uuid.UUID) -> list[dict]:
         {
             "at": event.recorded_at,
             "what": event.event_type.removeprefix("transfers."),
-            "detail": event.data.get("reason", ""),
+            "detail": _reason_of(event),
             "url": reverse("admin:eventstore_event_change", args=[event.pk]),
         }
         for event in Event.objects.filter(
@@ -550,6 +551,21 @@ def _timeline(transfer_id: uuid.UUID) -> list[dict]:
             }
         )
     return sorted(steps, key=lambda step: step["at"])
+
+
+def _reason_of(event: Event) -> str:
+    """Return a failed transfer's reason, read as the code reads the event.
+
+    Upcast like any read (an older schema may keep it elsewhere); an event
+    this code cannot read shows its stored reason, if any.
+    """
+    try:
+        decoded = event_registry.decode(
+            event.event_type, event.schema_version, event.data, position=str(event)
+        )
+    except EventStoreError:
+        return event.data.get("reason", "")
+    return getattr(decoded, "reason", "")
 
 
 @admin.register(Totals)

@@ -1,5 +1,6 @@
 """The transfers back office and the trial balance, through Django's test client."""
 
+import dataclasses
 import datetime
 import uuid
 
@@ -10,13 +11,16 @@ from django.db.models import F
 from django.urls import reverse
 
 from accounts.models import AccountBalance
+from eventstore import events as event_registry
 from eventstore import verification
 from eventstore.errors import EventDecodeError
 from eventstore.models import CheckRun, Event
+from eventstore.store import NewEvent, append
 from eventstore.subscriptions import catch_up, get_subscription
 from eventstore.tests.plans import get_captured, whole_table_reads
 from eventstore.tests.test_verification import checkpoint_locked
 from transfers import services, trial_balance
+from transfers.events import Failed
 from transfers.models import Totals, TransferSummary
 from transfers.tests.bulk_rows import seed_transfers
 from transfers.tests.factories import (
@@ -640,3 +644,37 @@ def test_a_check_that_hits_the_jobs_timeout_is_recorded_shown_and_mailed(
     assert "statement timeout" in run.summary
     assert 'id="trial-balance-result">could not run<' in page
     assert [m.to for m in mailoutbox] == [["o@x.org"]]
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedV1:
+    """A failure as an earlier release stored it: the reason under ``code``."""
+
+    code: str
+
+
+@pytest.mark.django_db
+def test_the_timeline_shows_the_reason_of_a_failure_stored_at_an_older_schema(
+    client, auditor, a_release
+):
+    alice = make_user()
+    source, target = open_account(alice, balance=10), open_account(alice)
+    transfer = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=300
+    )
+    a_release("transfers.Failed", 1, FailedV1)
+    append(
+        transfer.stream_id,
+        [NewEvent(FailedV1(code="insufficient_funds"), uuid.uuid4())],
+        1,
+    )
+    a_release("transfers.Failed", 2, Failed)
+    event_registry.upcaster("transfers.Failed", from_version=1)(
+        lambda data: {"reason": data["code"]}
+    )
+    client.force_login(auditor)
+
+    page = client.get(reverse(CHANGE, args=[transfer.id]))
+
+    [failed] = [step for step in page.context["timeline"] if step["what"] == "Failed"]
+    assert failed["detail"] == "insufficient_funds"

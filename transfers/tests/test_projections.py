@@ -195,21 +195,6 @@ def test_the_independent_sum_reads_the_schema_versions_the_events_are_written_at
     } == selectors.SUMMED_SCHEMA_VERSIONS
 
 
-@pytest.fixture
-def a_release(monkeypatch):
-    """Return a function that makes a class current for a type name, undone after."""
-    monkeypatch.setattr(event_registry, "_by_name", dict(event_registry._by_name))
-    monkeypatch.setattr(event_registry, "_by_class", dict(event_registry._by_class))
-    monkeypatch.setattr(event_registry, "_upcasters", dict(event_registry._upcasters))
-
-    def make_current(name: str, version: int, cls: type) -> None:
-        event_type = event_registry.EventType(name=name, version=version, cls=cls)
-        event_registry._by_name[name] = event_type
-        event_registry._by_class[cls] = event_type
-
-    return make_current
-
-
 @dataclasses.dataclass(frozen=True)
 class DepositedV0:
     """A deposit as an earlier release might have stored it."""
