@@ -56,7 +56,9 @@ class AccountBalance(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.number} {self.balance} {self.currency}"
+        # The page's title and breadcrumbs: no balance, which is in minor
+        # units here (83.00 EUR read as "8300 EUR") and changes anyway.
+        return f"{self.number} {self.currency}"
 
 
 class LedgerEntry(models.Model):
@@ -116,7 +118,7 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
 
     def __str__(self):
-        return f"{self.account_id}#{self.position} {self.amount:+d}"
+        return f"{self.account_id}#{self.position}"
 
 
 class IdempotencyKey(models.Model):

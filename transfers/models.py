@@ -65,7 +65,9 @@ class TransferSummary(models.Model):
         verbose_name_plural = "transfer summaries"
 
     def __str__(self):
-        return f"{self.id} {self.amount} {self.currency} {self.status}"
+        # The page's title and breadcrumbs: no amount, which is in minor units
+        # here (5.00 EUR read as "500 EUR").
+        return f"Transfer {self.id}"
 
 
 class Totals(models.Model):

@@ -61,6 +61,17 @@ def test_balance_and_ledger_follow_the_events(customer, teller, open_account):
     ]
 
 
+def test_rows_name_themselves_without_minor_units_read_as_money(customer, open_account):
+    """The admin shows these in titles and breadcrumbs: 1000 cents is not 1000 EUR."""
+    account = open_account(customer, balance=1000)
+    project()
+
+    row = AccountBalance.objects.get(id=account.id)
+    entry = LedgerEntry.objects.get(account=row)
+    assert str(row) == f"{account.number} EUR"
+    assert str(entry) == f"{account.id}#2"
+
+
 def test_status_changes_are_projected(customer, operator, open_account):
     account = open_account(customer)
     services.freeze(account_id=account.id, actor=operator)

@@ -71,6 +71,16 @@ def test_the_summary_follows_a_transfer_to_completion(accounts_pair):
     assert row.refunded_at is None
 
 
+def test_a_summary_names_itself_without_its_amount_in_minor_units(accounts_pair):
+    alice, source, target = accounts_pair
+    transfer = services.request_transfer(
+        actor=alice, from_account=source.id, to_account=target.id, amount=500
+    )
+    run_projections()
+
+    assert str(TransferSummary.objects.get(id=transfer.id)) == f"Transfer {transfer.id}"
+
+
 def test_the_summary_shows_a_refund_and_the_failure_reason(accounts_pair):
     alice, source, target = accounts_pair
     transfer = services.request_transfer(
