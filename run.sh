@@ -201,10 +201,13 @@ trap 'stop_all; exit 129' HUP
 trap stop_all EXIT
 
 # The request log line comes from the app (with request ids), so gunicorn's
-# own access log is off.
+# own access log is off. --timeout is above DATABASE_STATEMENT_TIMEOUT_MS
+# (60 s): a request waiting on a slow statement answers the app's JSON 503,
+# before gunicorn would kill its worker (an HTML 500).
 $PY -m gunicorn banksite.wsgi \
     --bind "$bind" \
     --workers "${WEB_CONCURRENCY:-2}" \
+    --timeout 75 \
     --graceful-timeout 10 \
     --no-control-socket \
     --error-logfile - &

@@ -14,7 +14,7 @@ Every error answers JSON ``{"code": ..., "detail": ..., "fields"?: {...}}``:
 | 415 | ``unsupported_media_type`` |
 | 422 | a business rule said no: ``insufficient_funds``, ``account_frozen``, ... |
 | 429 | ``throttled`` |
-| 503 | ``database_unavailable``, ``misconfigured`` (banksite's middleware) |
+| 503 | ``database_unavailable``, ``busy``, ``misconfigured`` (banksite's middleware) |
 
 ``extend_schema(responses=error_responses(...))`` documents them per
 endpoint. The transfers API uses the same handler and helpers, and
@@ -69,7 +69,8 @@ STATUS_TEXT = {
     415: "The body is not JSON in UTF-8 (`unsupported_media_type`).",
     422: "A business rule said no.",
     429: "Too many requests (`throttled`).",
-    503: "The database is unreachable (`database_unavailable`), or this server"
+    503: "The database is unreachable (`database_unavailable`), another"
+    " operation holds the data past the lock timeout (`busy`), or this server"
     " is misconfigured (`misconfigured`).",
 }
 
@@ -162,6 +163,15 @@ def exception_handler(exc, context):
             return Response(
                 error_body("conflict", "A concurrent change won; try again."),
                 status=409,
+            )
+        if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+            # DATABASE_LOCK_TIMEOUT_MS: another session (a hung worker, say)
+            # holds the rows this request must lock.
+            logger.warning("database busy: %s", exc)
+            return Response(
+                error_body("busy", "Another operation holds this data; try again."),
+                status=503,
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
             )
         logger.error("database unavailable: %s", exc)
         return Response(

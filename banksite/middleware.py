@@ -6,6 +6,7 @@ import re
 import time
 import uuid
 
+import psycopg.errors
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.db import InterfaceError, OperationalError
@@ -139,7 +140,8 @@ class DatabaseUnavailableMiddleware:
 
     Covers every view (the API's exception handler may answer first for API
     views): a database outage is not a bug in the request, so it must not look
-    like a 500. So is a process whose partition count is not the event
+    like a 500. Nor is a lock held by another session past the lock timeout
+    (``busy``). So is a process whose partition count is not the event
     store's (``misconfigured``; ``/healthz`` fails too, so a load balancer
     takes it out).
     """
@@ -165,6 +167,17 @@ class DatabaseUnavailableMiddleware:
             )
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
+        if isinstance(exception.__cause__, psycopg.errors.LockNotAvailable):
+            # DATABASE_LOCK_TIMEOUT_MS: another session holds the rows needed.
+            logger.warning("database busy: %s", exception)
+            return JsonResponse(
+                {
+                    "code": "busy",
+                    "detail": "Another operation holds this data; try again.",
+                },
+                status=503,
+                headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+            )
         logger.error("database unavailable: %s", exception, exc_info=exception)
         return JsonResponse(
             {

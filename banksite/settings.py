@@ -209,9 +209,19 @@ else:
         minimum=0,
         maximum=POSTGRESQL_MAX_TIMEOUT_MS,
     )
+    # A statement waiting for a lock (a partition head a hung worker holds
+    # until its session ends, above) gives up sooner than the statement
+    # timeout, well within gunicorn's: the request answers 503 ``busy``.
+    lock_timeout_ms = env_int(
+        "DATABASE_LOCK_TIMEOUT_MS",
+        10000,
+        minimum=0,
+        maximum=POSTGRESQL_MAX_TIMEOUT_MS,
+    )
     session_timeouts = (
         f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"
         f" -c statement_timeout={statement_timeout_ms}"
+        f" -c lock_timeout={lock_timeout_ms}"
     )
     # After the URL's own ``options`` (a search_path, say), not instead.
     database_options["options"] = " ".join(
@@ -220,8 +230,9 @@ else:
 
 # The read-model jobs (verify, repair, the scheduled checks) run statements
 # over whole read models and the event table, which take longer as the store
-# grows: in their own transactions they get this statement timeout instead of
-# the sessions' one above (eventstore.verification, SET LOCAL).
+# grows, and wait for the runners' batches: in their own transactions they get
+# this statement timeout, and as their lock timeout, instead of the sessions'
+# ones above (eventstore.verification, SET LOCAL).
 DATABASE_JOB_STATEMENT_TIMEOUT_MS = env_int(
     "DATABASE_JOB_STATEMENT_TIMEOUT_MS",
     3600000,

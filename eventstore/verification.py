@@ -99,20 +99,24 @@ def rebuildable() -> list[subscriptions.Subscription]:
     return [sub for sub in subscriptions.all_subscriptions() if sub.reset]
 
 
-def _use_job_statement_timeout() -> None:
-    """Give the rest of the current transaction the jobs' statement timeout.
+def _use_job_timeouts() -> None:
+    """Give the rest of the current transaction the jobs' statement and lock timeouts.
 
     Verification, repair and checks copy, compare and empty whole read models
     and sum over the event table, single statements that take longer as the
     store grows; the sessions' timeout (``DATABASE_STATEMENT_TIMEOUT_MS``),
     there to free a hung worker's lease, would fail them for good on a big
-    store. ``SET LOCAL`` ends with the transaction.
+    store. They also wait for the runners' batches (their checkpoints'
+    locks), longer than the sessions' ``DATABASE_LOCK_TIMEOUT_MS`` may allow,
+    so the same timeout bounds their lock waits. ``SET LOCAL`` ends with the
+    transaction.
     """
     if connection.vendor != "postgresql":
         return
     timeout_ms = int(settings.DATABASE_JOB_STATEMENT_TIMEOUT_MS)
     with connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+        cursor.execute(f"SET LOCAL lock_timeout = {timeout_ms}")
 
 
 def latest_runs() -> dict[tuple[str, str], CheckRun]:
@@ -165,7 +169,7 @@ def verify(name: str, *, requested_by=None) -> CheckRun:
 def _verify(sub: subscriptions.Subscription) -> CheckResult:
     tables = [_Table.of(model) for model in sub.read_models]
     with transaction.atomic():
-        _use_job_statement_timeout()
+        _use_job_timeouts()
         cut = _freeze(sub)
         for table in tables:
             table.copy_live()
@@ -382,7 +386,7 @@ def repair_together(
             subscriptions.partitions(),
         )
         with transaction.atomic():
-            _use_job_statement_timeout()
+            _use_job_timeouts()
             handled = subscriptions.rebuild_together(names, progress=progress)
     except Exception as error:  # recorded, logged and mailed: see _failed
         return _failed(names, CheckRun.Kind.REPAIR, started, clock, requested_by, error)
@@ -439,7 +443,7 @@ def caught_up_cut(names: list[str]) -> Iterator[dict[int, int]]:
     subs = [subscriptions.get_subscription(name) for name in names]
     create_partitions(subscriptions.partitions())
     with transaction.atomic():
-        _use_job_statement_timeout()
+        _use_job_timeouts()
         # In the order a rebuild locks checkpoints, so the two queue, not deadlock.
         for sub in sorted(subs, key=lambda sub: sub.name):
             _freeze(sub)

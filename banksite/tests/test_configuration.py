@@ -1,10 +1,12 @@
 """Settings read from the environment, as README's "Configuration" lists them."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 
-from .servers import settings_from_environment
+from .servers import ROOT, settings_from_environment
 
 
 def test_with_no_proxies_x_forwarded_for_is_not_trusted():
@@ -114,6 +116,47 @@ def test_session_timeouts_are_read_from_the_environment():
     assert "-c idle_in_transaction_session_timeout=0" in options["options"]
 
 
+def test_how_long_a_session_waits_for_a_lock_is_read_from_the_environment():
+    # A hung worker holds its partitions' head rows for up to a minute: a
+    # request waiting for one answers 503 after this, not a minute later.
+    default = database_options()["options"]
+    configured = database_options(DATABASE_LOCK_TIMEOUT_MS="500")["options"]
+    off = database_options(DATABASE_LOCK_TIMEOUT_MS="0")["options"]
+
+    assert "-c lock_timeout=10000" in default
+    assert "-c lock_timeout=500" in configured
+    assert "-c lock_timeout=0" in off
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [("-1", "is below its minimum, 0"), (str(2**31), "is above its maximum")],
+)
+def test_a_lock_timeout_postgresql_cannot_take_is_refused_naming_it(value, refusal):
+    with pytest.raises(
+        ImproperlyConfigured, match=f"^DATABASE_LOCK_TIMEOUT_MS='{value}' {refusal}"
+    ):
+        settings_from_environment(DATABASE_LOCK_TIMEOUT_MS=value)
+
+
+def test_gunicorn_lets_a_request_outlast_its_longest_statement():
+    # Killed by gunicorn first (30 s by default), a request waiting on a slow
+    # statement answers gunicorn's HTML 500 instead of the API's JSON 503.
+    options = database_options()["options"]
+    statement_seconds = int(re.search(r"statement_timeout=(\d+)", options)[1]) / 1000
+    run_sh = (ROOT / "run.sh").read_text()
+    readme_line = next(
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.strip().startswith("gunicorn ")
+    )
+
+    for command in (run_sh, readme_line):
+        timeout = re.search(r"--timeout (\d+)", command)
+        assert timeout, command
+        assert int(timeout[1]) > statement_seconds
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -134,7 +177,12 @@ def test_a_number_setting_that_is_not_a_whole_number_is_refused_naming_it(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["DATABASE_STATEMENT_TIMEOUT_MS", "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS"]
+    "name",
+    [
+        "DATABASE_STATEMENT_TIMEOUT_MS",
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        "DATABASE_LOCK_TIMEOUT_MS",
+    ],
 )
 def test_a_session_timeout_that_is_not_a_number_is_refused_naming_it(name):
     # Pasted into the connection options, it would pass the start and then
