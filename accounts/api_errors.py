@@ -14,7 +14,7 @@ Every error answers JSON ``{"code": ..., "detail": ..., "fields"?: {...}}``:
 | 415 | ``unsupported_media_type`` |
 | 422 | a business rule said no: ``insufficient_funds``, ``account_frozen``, ... |
 | 429 | ``throttled`` |
-| 503 | ``database_unavailable``, ``busy``, ``misconfigured`` (banksite's middleware) |
+| 503 | ``database_unavailable``, ``busy``, ``unreadable_event``, ``misconfigured`` |
 
 ``extend_schema(responses=error_responses(...))`` documents them per
 endpoint. The transfers API uses the same handler and helpers, and
@@ -37,7 +37,12 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from eventstore.errors import ConcurrencyError
+from eventstore.errors import (
+    ConcurrencyError,
+    EventDecodeError,
+    UnknownEventType,
+    UnreadableEvent,
+)
 
 from .errors import BankError
 from .parsers import RequestTooLarge
@@ -70,8 +75,9 @@ STATUS_TEXT = {
     422: "A business rule said no.",
     429: "Too many requests (`throttled`).",
     503: "The database is unreachable (`database_unavailable`), another"
-    " operation holds the data past the lock timeout (`busy`), or this server"
-    " is misconfigured (`misconfigured`).",
+    " operation holds the data past the lock timeout (`busy`), an event this"
+    " version cannot read (`unreadable_event`), or this server is"
+    " misconfigured (`misconfigured`).",
 }
 
 # Every endpoint may answer these: 400 to a malformed query string too (a NUL
@@ -153,6 +159,21 @@ def exception_handler(exc, context):
         return Response(
             error_body("conflict", "The account changed concurrently; try again."),
             status=409,
+        )
+    if isinstance(exc, UnknownEventType | EventDecodeError | UnreadableEvent):
+        # An event this code cannot read (stored by a newer release, say):
+        # nothing that reads its stream can answer until code that reads it
+        # is deployed.
+        set_rollback()
+        logger.error("unreadable event: %s", exc)
+        return Response(
+            error_body(
+                "unreadable_event",
+                "This data holds an event this version of the bank cannot read;"
+                " try again later.",
+            ),
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
     if isinstance(exc, OperationalError | InterfaceError):
         set_rollback()

@@ -7,12 +7,14 @@ import zlib
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts import services
 from accounts.domain import Account
 from eventstore.models import Event
+from eventstore.store import head_sequence, partition_for
 from eventstore.subscriptions import catch_up, get_subscription
 from eventstore.tests.plans import whole_table_reads
 
@@ -972,3 +974,40 @@ def test_the_role_groups_are_created_by_a_migration():
     assert "view_any_account" in codenames
     assert not codenames & {"open_account_for_others", "move_cash", "operate_account"}
     assert Group.objects.filter(name="operations").exists()
+
+
+def store_an_event_of_a_newer_release(account) -> None:
+    """Append, as a release since rolled back did, a schema no code here reads."""
+    partition = partition_for(account.stream_id)
+    Event.objects.create(
+        stream_id=account.stream_id,
+        version=account.version + 1,
+        partition=partition,
+        sequence=head_sequence(partition) + 1,
+        event_type="accounts.Deposited",
+        schema_version=99,
+        data={"amount": 5, "channel": "atm"},
+        event_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    )
+
+
+def test_an_event_this_code_cannot_read_answers_503_in_json(
+    teller, customer, open_account
+):
+    account = open_account(customer, balance=100)
+    project()
+    store_an_event_of_a_newer_release(account)
+    client = client_for(teller)
+
+    answers = [
+        client.get(url(account.id, "events")),
+        client.get(url(account.id, "balance"), {"at": "2099-01-01T00:00:00Z"}),
+        post(client, url(account.id, "deposit"), {"amount": 5}),
+    ]
+
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.json()["code"] == "unreadable_event"
+        assert int(answer["Retry-After"]) > 0
+    assert Event.objects.filter(stream_id=account.stream_id).count() == 3
