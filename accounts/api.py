@@ -28,7 +28,7 @@ from .permissions import (
     MOVE_CASH,
     OPEN_ACCOUNT_FOR_OTHERS,
     OPERATE_ACCOUNT,
-    require_may_change,
+    MayChange,
     require_permission,
 )
 from .serializers import (
@@ -114,6 +114,8 @@ class MomentField(serializers.Field):
 class AccountsApi(APIView):
     """``GET /api/accounts/`` lists, ``POST /api/accounts/`` opens."""
 
+    permission_classes = [MayChange]
+
     class ListQuerySerializer(serializers.Serializer):
         owner = serializers.CharField(required=False, help_text="A username.")
         currency = serializers.ChoiceField(choices=SUPPORTED_CURRENCIES, required=False)
@@ -193,7 +195,6 @@ class AccountsApi(APIView):
     )
     @idempotent
     def post(self, request):
-        require_may_change(request.user)
         data = parse(self.CreateInputSerializer, request.data)
         owner = request.user
         if data.get("owner") is not None and data["owner"] != request.user.username:

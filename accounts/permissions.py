@@ -16,6 +16,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
 from django.db.models import Q
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 
 VIEW_ANY_ACCOUNT = "accounts.view_any_account"
 OPEN_ACCOUNT_FOR_OTHERS = "accounts.open_account_for_others"
@@ -47,14 +48,20 @@ def is_read_only(user) -> bool:
     )
 
 
-def require_may_change(user) -> None:
-    """Raise 403 for a user who reads everything but changes nothing (auditor).
+class MayChange(IsAuthenticated):
+    """DRF permission: signed in, and not read-only (auditors) for a write.
 
-    Views call it before reading the body, so an auditor's malformed request
-    is told what their role allows, not what the body lacks.
+    Checked before the view reads the body (an ``Idempotency-Key`` has it
+    read first), so an auditor's malformed request is told what their role
+    allows, not what the body lacks.
     """
-    if is_read_only(user):
-        raise PermissionDenied("Auditors change nothing.")
+
+    message = "Auditors change nothing."
+
+    def has_permission(self, request, view) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        return request.method in SAFE_METHODS or not is_read_only(request.user)
 
 
 class PermissionBackend(ModelBackend):

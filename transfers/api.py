@@ -17,7 +17,7 @@ from accounts.api_schema import location_header
 from accounts.idempotency import PARAMETER as IDEMPOTENCY_KEY
 from accounts.idempotency import idempotent
 from accounts.pagination import PageNumberPagination, paginated
-from accounts.permissions import require_may_change
+from accounts.permissions import MayChange
 from accounts.serializers import (
     StrictUUIDField,
     amount_field,
@@ -40,6 +40,8 @@ TRANSFER_ID = OpenApiParameter(
 
 class TransfersApi(APIView):
     """``GET /api/transfers/`` lists, ``POST /api/transfers/`` requests."""
+
+    permission_classes = [MayChange]
 
     class ListQuerySerializer(serializers.Serializer):
         status = serializers.ChoiceField(
@@ -115,7 +117,6 @@ class TransfersApi(APIView):
     )
     @idempotent
     def post(self, request):
-        require_may_change(request.user)
         data = parse(self.CreateInputSerializer, request.data)
         transfer = services.request_transfer(actor=request.user, **data)
         location = reverse("transfers:detail", kwargs={"transfer_id": transfer.id})

@@ -721,6 +721,18 @@ def test_an_auditors_malformed_new_account_answers_403_not_400(auditor, body):
     assert response.json()["detail"] == "Auditors change nothing."
 
 
+@pytest.mark.parametrize("path", ["/api/accounts/", "/api/transfers/"])
+def test_an_auditors_unreadable_body_answers_403_with_an_idempotency_key_too(
+    auditor, path
+):
+    response = client_for(auditor).post(
+        path, "{not json", content_type="application/json", HTTP_IDEMPOTENCY_KEY="k1"
+    )
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Auditors change nothing."
+
+
 # Ledger, events, balance at a moment
 
 
