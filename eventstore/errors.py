@@ -28,6 +28,10 @@ class UnknownEventType(EventStoreError):
     """A stored event has a type or schema version no code knows."""
 
 
+class UnregisteredEventClass(EventStoreError, TypeError):
+    """An event object whose class no ``register_event`` named: a bug."""
+
+
 class EventDecodeError(EventStoreError):
     """A stored event's data does not fit its class."""
 

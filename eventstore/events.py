@@ -30,7 +30,12 @@ import uuid
 from collections.abc import Callable
 from functools import cache
 
-from .errors import EventDecodeError, EventEncodeError, UnknownEventType
+from .errors import (
+    EventDecodeError,
+    EventEncodeError,
+    UnknownEventType,
+    UnregisteredEventClass,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +105,7 @@ def event_type_of_class(cls: type) -> EventType:
     try:
         return _by_class[cls]
     except KeyError:
-        raise UnknownEventType(
+        raise UnregisteredEventClass(
             f"{cls.__qualname__} is not a registered event class"
         ) from None
 

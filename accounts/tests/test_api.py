@@ -12,7 +12,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts import services
+from accounts.api_errors import exception_handler
 from accounts.domain import Account
+from eventstore.errors import UnknownEventType, UnregisteredEventClass
 from eventstore.models import Event
 from eventstore.store import head_sequence, partition_for
 from eventstore.subscriptions import catch_up, get_subscription
@@ -1023,3 +1025,10 @@ def test_an_event_this_code_cannot_read_answers_503_in_json(
         assert answer.json()["code"] == "unreadable_event"
         assert int(answer["Retry-After"]) > 0
     assert Event.objects.filter(stream_id=account.stream_id).count() == 3
+
+
+def test_a_bug_saving_an_unregistered_event_class_is_no_retryable_503():
+    """Only events this code cannot read are ``unreadable_event``: a class
+    never registered is a bug, left to Django's 500 (and its error mail)."""
+    assert exception_handler(UnregisteredEventClass("Stranger"), {}) is None
+    assert exception_handler(UnknownEventType("at event 9"), {}).status_code == 503

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import pytest
 
 from eventstore import events as registry
-from eventstore.errors import EventDecodeError, EventEncodeError, UnknownEventType
+from eventstore.errors import (
+    EventDecodeError,
+    EventEncodeError,
+    UnknownEventType,
+    UnregisteredEventClass,
+)
 from eventstore.events import decode, encode, register_event, upcaster
 from eventstore.tests.testapp.events import Counted
 
@@ -174,7 +179,7 @@ def test_encoding_an_unregistered_class_is_refused():
     class Stranger:
         value: int
 
-    with pytest.raises(UnknownEventType, match="not a registered event class"):
+    with pytest.raises(UnregisteredEventClass, match="not a registered event class"):
         encode(Stranger(1))
 
 

@@ -28,8 +28,8 @@ from eventstore.errors import (
     EventEncodeError,
     InvalidStreamId,
     PartitionCountMismatch,
-    UnknownEventType,
     UnreadableEvent,
+    UnregisteredEventClass,
     UnstorableEvent,
 )
 from eventstore.events import register_event
@@ -181,7 +181,7 @@ class TestAppend:
     def test_an_unregistered_event_in_a_batch_stores_nothing(self):
         stream = new_stream()
 
-        with pytest.raises(UnknownEventType):
+        with pytest.raises(UnregisteredEventClass):
             append(stream, [Counted(amount=1), object()], 0)
 
         assert stream_version(stream) == 0
