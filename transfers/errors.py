@@ -8,6 +8,14 @@ class SameAccount(BankError):
     default_detail = "A transfer needs two different accounts."
 
 
+class TransferNotAllowed(BankError):
+    """Staff who see the source account may not send from it (operations)."""
+
+    code = "permission_denied"
+    status = 403
+    default_detail = "Only tellers start transfers from others' accounts."
+
+
 class TransferAccountUnknown(BankError):
     """An account named in a transfer request does not exist (or is not yours).
 

@@ -10,7 +10,6 @@ money at most once per (transfer, step) whatever happens.
 
 import uuid
 
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from accounts import services as accounts
@@ -30,7 +29,12 @@ from eventstore.errors import AggregateNotFound
 from eventstore.store import lock_partitions
 
 from .domain import FailureReason, Status, Transfer
-from .errors import TransferAccountUnknown, TransferNotStranded, UnknownTransfer
+from .errors import (
+    TransferAccountUnknown,
+    TransferNotAllowed,
+    TransferNotStranded,
+    UnknownTransfer,
+)
 
 _transfers: Repository[Transfer] = Repository(Transfer)
 
@@ -64,7 +68,7 @@ def request_transfer(
     Refuse a transfer between an account and itself, from an account that is
     unknown or not the actor's (one answer for both), to an unknown account,
     or between currencies. Staff who may see any account but not send from
-    it (operations) are told so: ``PermissionDenied``.
+    it (operations) are told so: ``TransferNotAllowed`` (403).
     """
     if from_account == to_account:
         Transfer.request(  # raises SameAccount, with the domain's wording
@@ -83,9 +87,7 @@ def request_transfer(
     ):
         if actor is not None and actor.has_perm(VIEW_ANY_ACCOUNT):
             # They can see the account (operations, say): no need to hide it.
-            raise PermissionDenied(
-                "Only tellers start transfers from others' accounts."
-            )
+            raise TransferNotAllowed()
         raise TransferAccountUnknown("No such source account.")
     try:
         target = accounts.get_account(to_account)
