@@ -60,7 +60,7 @@ PARAMETER = OpenApiParameter(
         "same key and body returns the first answer (a success or a 422 "
         "refusal) and changes nothing; after any other error the key is free "
         "for a corrected retry. The same key with another body answers 409. "
-        "Keys expire after 24 hours."
+        "Keys expire after 24 hours, unless the bank configured another time."
     ),
 )
 

@@ -115,6 +115,11 @@ def registered_names() -> list[str]:
     return sorted(_by_name)
 
 
+def current_version(name: str) -> int:
+    """Return the schema version event type ``name`` is written at now."""
+    return event_type_of_class(class_for(name)).version
+
+
 def class_for(name: str) -> type:
     try:
         return _by_name[name].cls

@@ -323,9 +323,7 @@ def _external_cash(cut: dict[int, int] | None) -> list[tuple[str, str, int]]:
     written, at a schema version other than ``SUMMED_SCHEMA_VERSIONS`` says.
     """
     for name, version in SUMMED_SCHEMA_VERSIONS.items():
-        current = event_registry.event_type_of_class(
-            event_registry.class_for(name)
-        ).version
+        current = event_registry.current_version(name)
         if current != version:
             raise CheckNotPossible(_unread_schema(name, current))
     if cut is not None and not cut:
