@@ -425,6 +425,7 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
 SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "root@localhost")
+EMAIL_SUBJECT_PREFIX = "[bank] "
 
 # Event store: the number of partitions is fixed for the life of the event
 # table (changing it is an offline operation, see README).

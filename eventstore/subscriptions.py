@@ -18,7 +18,7 @@ import dataclasses
 import datetime
 import logging
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from django.db import OperationalError, transaction
 from django.db.models import Q
@@ -173,7 +173,30 @@ def process_partition(
     """
     subs = list(subscriptions) if subscriptions is not None else all_subscriptions()
     return sum(
-        _run_until_caught_up(sub, partition) for sub in _with_work(subs, partition)
+        _run_until_caught_up(sub, partition)
+        for sub in _with_work(_with_handlers(subs), partition)
+    )
+
+
+def _with_handlers(subs: list[Subscription]) -> list[Subscription]:
+    """Return the subscriptions that handle some event type; log the others.
+
+    One with no handlers (the module that registers them was not imported in
+    this process, say) reads no event type: run, it would move its
+    checkpoints past every event, for good and in silence.
+    """
+    for sub in subs:
+        if not sub.event_types:
+            logger.error(
+                "%s: not run, its checkpoints stay where they are", _no_handlers(sub)
+            )
+    return [sub for sub in subs if sub.event_types]
+
+
+def _no_handlers(sub: Subscription) -> str:
+    return (
+        f"{sub.name} has no handlers in this process (is the module that "
+        "registers them imported?)"
     )
 
 
@@ -741,13 +764,16 @@ def rebuild_together(
     read models reads the event table once, not once each. Runs in one
     transaction, so readers see the old read models until all the new ones
     are complete. Events an operator skipped stay skipped, as they are in the
-    live read model. Return the number of events each subscription handled.
+    live read model (one that cannot be decoded is not read: see
+    ``read_for_replay``). Return the number of events each subscription
+    handled.
     """
     subs = [get_subscription(name) for name in dict.fromkeys(names)]
     for sub in subs:
         if sub.reset is None:
             raise ValueError(f"{sub.name} has no reset and cannot be rebuilt")
-    event_types = sorted({name for sub in subs for name in sub.event_types})
+        if not sub.event_types:  # it would be emptied and given nothing
+            raise ValueError(f"{_no_handlers(sub)} and cannot be rebuilt")
     types_of = {sub.name: set(sub.event_types) for sub in subs}
     handled = dict.fromkeys(types_of, 0)
     ensure_checkpoints(subs, partitions())
@@ -760,46 +786,111 @@ def rebuild_together(
         for sub in subs:
             sub.reset()
         for partition in partitions():
-            after = 0
-            more = True
-            while more:
-                try:
-                    events, head = read_partition(
-                        partition,
-                        after_sequence=after,
-                        limit=REBUILD_BATCH_SIZE,
-                        event_types=event_types,
-                    )
-                except UnreadableEvent as error:
-                    raise RuntimeError(
-                        f"rebuild failed at partition {partition} "
-                        f"sequence {error.sequence}: {error}"
-                    ) from None
-                for sub in subs:
-                    mine = [
-                        e
-                        for e in events
-                        if e.event_type in types_of[sub.name]
-                        and not skipped(sub.name, e)
-                    ]
-                    if mine:
-                        _rebuild_batch(sub, partition, mine)
-                        handled[sub.name] += len(mine)
-                        if progress:
-                            progress(sub.name, len(mine))
-                more = len(events) == REBUILD_BATCH_SIZE
-                after = events[-1].sequence if more else head
-            checkpoints.filter(partition=partition).update(**_cleared_at(after))
+            batches = read_for_replay(
+                partition, subs, skipped, limit=REBUILD_BATCH_SIZE
+            )
+            caught_up_to = 0
+            try:
+                for events, read_to in batches:
+                    for sub in subs:
+                        mine = [
+                            e
+                            for e in events
+                            if e.event_type in types_of[sub.name]
+                            and not skipped(sub.name, e)
+                        ]
+                        if mine:
+                            _rebuild_batch(sub, partition, mine)
+                            handled[sub.name] += len(mine)
+                            if progress:
+                                progress(sub.name, len(mine))
+                    caught_up_to = read_to
+            except UnreadableEvent as error:
+                raise RuntimeError(
+                    f"rebuild failed at partition {partition} "
+                    f"sequence {error.sequence}: {error}"
+                ) from None
+            checkpoints.filter(partition=partition).update(**_cleared_at(caught_up_to))
     return handled
+
+
+def read_for_replay(
+    partition: int,
+    subs: list[Subscription],
+    skipped: Callable[[str, RecordedEvent | Event], bool],
+    *,
+    limit: int,
+    up_to: int | None = None,
+) -> Iterator[tuple[list[RecordedEvent], int]]:
+    """Yield a partition's events of these subscriptions from the start, in batches.
+
+    Each batch comes with the sequence it was read up to: at the end, the
+    partition's head as read with the last batch, or ``up_to`` (a cut: the
+    events after it are left out). A rebuild and a verification replay this
+    way. An event that cannot be decoded raises ``UnreadableEvent``, unless
+    each of these subscriptions that handles its type skipped it (see
+    ``skipped_events``) or it lies after ``up_to``: then it is passed over
+    unread, as the live runner passed over the skipped event.
+    """
+    event_types = sorted({name for sub in subs for name in sub.event_types})
+    after = 0
+    while up_to is None or after < up_to:
+        try:
+            events, head = read_partition(
+                partition, after_sequence=after, limit=limit, event_types=event_types
+            )
+        except UnreadableEvent as error:
+            if not _passed_over(error, subs, skipped, up_to):
+                raise
+            # The events before it, read again; the next read starts after it.
+            events = (
+                read_partition(
+                    partition,
+                    after_sequence=after,
+                    limit=error.index,
+                    event_types=event_types,
+                )[0]
+                if error.index
+                else []
+            )
+            after, caught_up = error.sequence, False
+        else:
+            caught_up = len(events) < limit
+            after = head if caught_up else events[-1].sequence
+        if up_to is not None and after >= up_to:
+            yield [e for e in events if e.sequence <= up_to], up_to
+            return
+        yield events, after
+        if caught_up:
+            return
+
+
+def _passed_over(
+    error: UnreadableEvent,
+    subs: list[Subscription],
+    skipped: Callable[[str, RecordedEvent | Event], bool],
+    up_to: int | None,
+) -> bool:
+    """Return whether ``read_for_replay`` may pass over an event it cannot decode."""
+    if up_to is not None and error.sequence > up_to:
+        return True
+    # Its id and type, from its row: the event cannot be decoded.
+    event = Event.objects.only("event_id", "partition", "sequence", "event_type").get(
+        partition=error.partition, sequence=error.sequence
+    )
+    return all(
+        skipped(sub.name, event) for sub in subs if event.event_type in sub.event_types
+    )
 
 
 def skipped_events(
     subscription_names: Iterable[str],
-) -> Callable[[str, RecordedEvent], bool]:
+) -> Callable[[str, RecordedEvent | Event], bool]:
     """Return a test: did an operator skip this event for this subscription?
 
     A skip is found by its event id, which renumbering partitions (README)
-    keeps, or by its position if it was recorded without one.
+    keeps, or by its position if it was recorded without one. The event is
+    one read (a ``RecordedEvent``) or a stored row that cannot be decoded.
     """
     by_id = set()
     by_position = set()
@@ -811,7 +902,7 @@ def skipped_events(
         else:
             by_id.add((name, event_id))
 
-    def skipped(name: str, event: RecordedEvent) -> bool:
+    def skipped(name: str, event: RecordedEvent | Event) -> bool:
         return (name, event.event_id) in by_id or (
             name,
             event.partition,

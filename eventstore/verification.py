@@ -48,7 +48,7 @@ from django.utils import timezone
 from . import subscriptions
 from .errors import EventStoreError
 from .models import Checkpoint, CheckRun
-from .store import create_partitions, partition_heads, read_partition
+from .store import create_partitions, partition_heads
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,11 @@ def verify(name: str, *, requested_by=None) -> CheckRun:
     try:
         if sub.reset is None or not sub.read_models:
             raise CheckNotPossible(f"{name} has no reset or names no read models")
+        if not sub.event_types:  # its shadow would be empty, whatever the events
+            raise CheckNotPossible(
+                f"{name} has no handlers in this process (is the module that "
+                "registers them imported?)"
+            )
         result = _verify(sub)
     except Exception as error:  # recorded, logged and mailed: see _failed
         (run,) = _failed(
@@ -212,23 +217,17 @@ def _freeze(sub: subscriptions.Subscription) -> dict[int, int]:
 def _replay(sub: subscriptions.Subscription, cut: dict[int, int]) -> int:
     """Reset the read model and handle every event up to the cut; return the count.
 
-    Events an operator skipped are skipped again, as the live model did.
+    Events an operator skipped are skipped again, as the live model did, and
+    not even read if they cannot be decoded; neither are events after the cut.
     """
     sub.reset()
     skipped = subscriptions.skipped_events([sub.name])
     handled = 0
     for partition, last in sorted(cut.items()):
         after = 0
-        while after < last:
-            events, _ = read_partition(
-                partition,
-                after_sequence=after,
-                limit=sub.batch_size,
-                event_types=sub.event_types,
-            )
-            events = [e for e in events if e.sequence <= last]
-            if not events:
-                break
+        for events, read_to in subscriptions.read_for_replay(
+            partition, [sub], skipped, limit=sub.batch_size, up_to=last
+        ):
             replayed = [e for e in events if not skipped(sub.name, e)]
             try:
                 subscriptions.handle(sub, replayed)
@@ -239,7 +238,7 @@ def _replay(sub: subscriptions.Subscription, cut: dict[int, int]) -> int:
                     f"failed: {reason}"
                 ) from error
             handled += len(replayed)
-            after = events[-1].sequence
+            after = read_to
     return handled
 
 
@@ -488,9 +487,13 @@ def operations_staff():
 
 
 def alert(run: CheckRun) -> None:
-    """Mail the operations staff about a failed check or job; record that it was."""
+    """Mail the operations staff about a failed check or job; record that it was.
+
+    The subject starts with Django's ``EMAIL_SUBJECT_PREFIX``: the site's
+    name for itself, which the event store does not know.
+    """
     recipients = sorted({user.email for user in operations_staff() if user.email})
-    subject = f"[bank] {run.name}: {run.get_outcome_display()}"
+    subject = f"{settings.EMAIL_SUBJECT_PREFIX}{run.name}: {run.get_outcome_display()}"
     body = (
         f"{run.get_kind_display()} {run.name} at {run.started_at:%Y-%m-%d %H:%M:%S %Z}"
         f"\n\n{run.summary}\n\nSee the operations page in the admin for details."

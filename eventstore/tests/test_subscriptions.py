@@ -31,7 +31,7 @@ from eventstore.store import (
 from eventstore.tasks import process_partition_task, sweep_partitions
 from eventstore.tests.streams import streams_in_partition
 from eventstore.tests.test_store import Limited, append_left_open
-from eventstore.tests.testapp.events import Counted
+from eventstore.tests.testapp.events import Counted, Ignored
 from eventstore.tests.testapp.models import Handled, Tally
 from eventstore.tests.testapp.projections import tallies
 
@@ -45,6 +45,44 @@ def handled_counts() -> dict[uuid.UUID, int]:
 
 def checkpoint(partition: int) -> Checkpoint:
     return Checkpoint.objects.get(subscription=tallies.name, partition=partition)
+
+
+def store_undecodable(stream: str, version: int) -> Event:
+    """Store a Counted event of a schema newer than this code, which cannot read it.
+
+    The event table is append-only, so the row is written as a release that
+    knows the newer schema would have written it.
+    """
+    partition = partition_for(stream)
+    return Event.objects.create(
+        stream_id=stream,
+        version=version,
+        partition=partition,
+        sequence=head_sequence(partition) + 1,
+        event_type="testapp.Counted",
+        schema_version=9,
+        data={"amount": 100},
+        event_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    )
+
+
+def skip_undecodable(stream: str) -> Event:
+    """Append counts of 1, then 2 and 4 after an undecodable event an operator skipped.
+
+    The live model has then counted 7, past the skipped event.
+    """
+    partition = partition_for(stream)
+    append(stream, [Counted(amount=1)], 0)
+    bad = store_undecodable(stream, 2)
+    append(stream, [Counted(amount=2), Counted(amount=4)], 2)
+    subscriptions.process_partition(partition, [tallies])
+    subscriptions.skip_failed_event(
+        tallies.name, partition, sequence=bad.sequence, reason="schema from the future"
+    )
+    subscriptions.process_partition(partition, [tallies])
+    assert Tally.objects.get(stream_id=stream).total == 7
+    return bad
 
 
 @pytest.mark.django_db
@@ -72,8 +110,6 @@ class TestHandling:
         assert Tally.objects.get(stream_id=stream).events == tallies.batch_size * 2 + 3
 
     def test_events_of_other_types_move_the_checkpoint_without_a_handler(self):
-        from eventstore.tests.testapp.events import Ignored
-
         (stream,) = streams_in_partition(4, 1)
         (event,) = append(stream, [Ignored()], 0)
 
@@ -564,6 +600,46 @@ class TestRebuild:
         assert handled == 2
         assert Tally.objects.get(stream_id=stream).total == 5
 
+    def test_a_skipped_event_that_cannot_be_decoded_stays_skipped(self, monkeypatch):
+        """It is not read: the events before and after it are handled.
+
+        A subscription rebuilt with it that does not handle its type need
+        not have skipped it.
+        """
+        others = subscriptions.Subscription(
+            name="eventstore_tests.others", reset=lambda: None
+        )
+        others.handles(Ignored)(lambda recorded: None)
+        monkeypatch.setitem(subscriptions._subscriptions, others.name, others)
+        (stream,) = streams_in_partition(3, 1)
+        skip_undecodable(stream)
+        Tally.objects.update(total=0)  # damage it
+
+        handled = subscriptions.rebuild_together([tallies.name, others.name])
+
+        assert handled == {tallies.name: 3, others.name: 0}
+        assert Tally.objects.get(stream_id=stream).total == 7
+        assert checkpoint(3).sequence == head_sequence(3)
+
+    def test_an_event_that_cannot_be_decoded_fails_the_rebuild_unless_skipped(
+        self, monkeypatch
+    ):
+        """Skipped for one of the subscriptions rebuilt, not for another."""
+        copies = subscriptions.Subscription(
+            name="eventstore_tests.copies", reset=lambda: None
+        )
+        copies.handles(Counted)(lambda recorded: None)
+        monkeypatch.setitem(subscriptions._subscriptions, copies.name, copies)
+        (stream,) = streams_in_partition(3, 1)
+        bad = skip_undecodable(stream)
+
+        with pytest.raises(
+            RuntimeError, match=f"partition 3 sequence {bad.sequence}: .*newer"
+        ):
+            subscriptions.rebuild_together([tallies.name, copies.name])
+
+        assert Tally.objects.get(stream_id=stream).total == 7  # rolled back
+
 
 def broker_queue_length() -> int:
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
@@ -1012,6 +1088,43 @@ def test_a_handler_of_no_event_class_is_refused(register):
 
     with pytest.raises(ValueError, match="at least one event class"):
         getattr(sub, register)()
+
+
+@pytest.mark.django_db
+class TestSubscriptionWithNoHandlers:
+    """Its handlers' module was never imported in this process, say.
+
+    It reads no event type: run, it would move its checkpoints past every
+    event, for good and in silence.
+    """
+
+    @pytest.fixture
+    def forgotten(self, monkeypatch):
+        forgotten = subscriptions.Subscription(
+            name="eventstore_tests.forgotten", reset=lambda: None
+        )
+        monkeypatch.setitem(subscriptions._subscriptions, forgotten.name, forgotten)
+        (stream,) = streams_in_partition(2, 1)
+        append(stream, [Counted(amount=1)], 0)
+        return forgotten
+
+    def moved(self, sub) -> bool:
+        return Checkpoint.objects.filter(subscription=sub.name, sequence__gt=0).exists()
+
+    def test_it_is_not_run_and_the_error_names_it(self, forgotten, caplog):
+        handled = subscriptions.process_partition(2, [forgotten, tallies])
+
+        assert handled == 1  # by the others
+        assert not self.moved(forgotten)
+        assert checkpoint(2).sequence == head_sequence(2)
+        [logged] = [r for r in caplog.records if forgotten.name in r.getMessage()]
+        assert logged.levelname == "ERROR" and "no handlers" in logged.getMessage()
+
+    def test_it_is_not_rebuilt(self, forgotten):
+        with pytest.raises(ValueError, match=f"{forgotten.name} has no handlers"):
+            subscriptions.rebuild(forgotten.name)
+
+        assert not self.moved(forgotten)
 
 
 @pytest.mark.django_db

@@ -14,9 +14,14 @@ from eventstore.models import Checkpoint, CheckRun
 from eventstore.store import append
 from eventstore.tests.streams import streams_in_partition
 from eventstore.tests.test_store import in_thread_transaction
+from eventstore.tests.test_subscriptions import (
+    checkpoint,
+    skip_undecodable,
+    store_undecodable,
+)
 from eventstore.tests.testapp.events import Counted
 from eventstore.tests.testapp.models import Handled, Tally
-from eventstore.tests.testapp.projections import tallies
+from eventstore.tests.testapp.projections import reset, tallies
 
 
 @pytest.fixture
@@ -117,7 +122,7 @@ class TestVerification:
         assert run.ok and run.alerted_at is None and not mailoutbox
 
     def test_the_scheduled_verification_mails_the_drift_it_finds(
-        self, counted, mailoutbox
+        self, counted, mailoutbox, settings
     ):
         User.objects.create_superuser("root", "root@example.com", "pw")
         Tally.objects.filter(stream_id=counted[3]).delete()
@@ -128,8 +133,48 @@ class TestVerification:
         drifted = CheckRun.objects.get(outcome=CheckRun.Outcome.DRIFT)
         assert drifted.name == tallies.name and drifted.alerted_at is not None
         assert [m.subject for m in mailoutbox] == [
-            f"[bank] {tallies.name}: {drifted.get_outcome_display()}"
+            f"{settings.EMAIL_SUBJECT_PREFIX}{tallies.name}: "
+            f"{drifted.get_outcome_display()}"
         ]
+
+    def test_a_skipped_event_that_cannot_be_decoded_is_skipped_again(
+        self, verifiable_tallies
+    ):
+        """As the live model did: it is not read, the events after it are."""
+        (stream,) = streams_in_partition(3, 1)
+        skip_undecodable(stream)
+
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.OK, run.summary
+        assert run.details["events"] == 3
+
+    def test_an_event_that_cannot_be_decoded_past_the_cut_is_not_read(
+        self, verifiable_tallies
+    ):
+        """The partition is stopped at it: verified up to the cut before it."""
+        (stream,) = streams_in_partition(3, 1)
+        append(stream, [Counted(amount=1), Counted(amount=2)], 0)
+        bad = store_undecodable(stream, 3)
+        subscriptions.process_partition(3, [tallies])
+        assert checkpoint(3).failed_sequence == bad.sequence
+
+        run = verification.verify(tallies.name)
+
+        assert run.outcome == CheckRun.Outcome.OK, run.summary
+        assert run.details["events"] == 2
+
+    def test_a_subscription_with_no_handlers_cannot_be_verified(self, monkeypatch):
+        """Its handlers' module not imported: an empty shadow says nothing."""
+        forgotten = subscriptions.Subscription(
+            name="eventstore_tests.forgotten", reset=reset, read_models=(Tally,)
+        )
+        monkeypatch.setitem(subscriptions._subscriptions, forgotten.name, forgotten)
+
+        run = verification.verify(forgotten.name)
+
+        assert run.outcome == CheckRun.Outcome.ERROR
+        assert "no handlers" in run.summary
 
 
 @pytest.mark.django_db
@@ -187,6 +232,20 @@ class TestChecks:
         assert run.summary == "KeyError: 'currencies'"
         assert run.alerted_at is not None
         assert [m.to for m in mailoutbox] == [["root@example.com"]]
+
+    def test_mails_are_titled_with_the_sites_email_subject_prefix(
+        self, check, mailoutbox, settings
+    ):
+        """Not the bank's: the event store knows nothing of what its app is."""
+        settings.EMAIL_SUBJECT_PREFIX = "[library] "
+        User.objects.create_superuser("root", "root@example.com", "pw")
+        check["differences"] = 1
+
+        run = verification.run_check("test.figures")
+
+        assert [m.subject for m in mailoutbox] == [
+            f"[library] test.figures: {run.get_outcome_display()}"
+        ]
 
     def test_the_cut_holds_the_subscriptions_caught_up(self, counted):
         (stream,) = streams_in_partition(5, 1)
