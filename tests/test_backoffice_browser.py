@@ -13,6 +13,7 @@ import pytest
 from django.apps import apps
 from django.contrib.auth.models import Group, User
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect
 
 from conftest import ARTIFACTS, wait_until
 from eventstore.models import CheckRun
@@ -110,6 +111,20 @@ def test_a_teller_runs_a_transfer_and_the_books_balance(
     page.click("input[type=submit]")
     assert "Deposited 250.00 EUR" in page.locator(".messagelist").inner_text()
     shot(page, "04-deposited")
+    # The page it lands on waits for the read model to have the deposit (it
+    # reloads itself): it never shows the balance from before.
+    balance = page.locator(".field-balance_money .readonly")
+    expect(balance).to_have_text("250.00 EUR", timeout=15_000)
+
+    # Back to the sent form: the browser does not fill it in again (to the
+    # server it is a new form), so Confirm cannot deposit a second time.
+    page.go_back()
+    expect(page.locator("#id_amount")).to_have_value("")
+    expect(page.locator("#id_reason")).to_have_value("")
+    page.click("input[type=submit]")
+    expect(page.locator(".errorlist").first).to_be_visible()
+    page.click("text=Cancel")
+    expect(balance).to_have_text("250.00 EUR")
 
     # The balance at a moment, from the same page (its form is not the
     # change form's: "Show" once posted that one and answered 403).
@@ -147,6 +162,7 @@ def test_a_teller_runs_a_transfer_and_the_books_balance(
         message="the transfer completes with a debit and a credit in the ledgers",
     )
     shot(page, "05-transfer-completed")
+    assert page.locator(".field-requester .readonly").inner_text() == "tina"
     page.goto(f"{base}/admin/transfers/transfersummary/")
     assert "100.00 EUR" in page.locator("#result_list").inner_text()
     shot(page, "06-transfer-list")

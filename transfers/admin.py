@@ -23,6 +23,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
 from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery
@@ -214,7 +215,7 @@ class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
         "to_number",
         "amount_money",
         "reference",
-        "requested_by",
+        "requester",
         "created_at",
         "debited_at",
         "completed_at",
@@ -287,6 +288,19 @@ class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
             colors.get(transfer.status, "inherit"),
             transfer.status,
         )
+
+    @admin.display(description="requested by")
+    def requester(self, transfer: TransferSummary) -> str | None:
+        """Name the user who requested it; a user since deleted keeps the id."""
+        if transfer.requested_by is None:
+            return None
+        username = (
+            get_user_model()
+            .objects.filter(pk=transfer.requested_by)
+            .values_list("username", flat=True)
+            .first()
+        )
+        return username or str(transfer.requested_by)
 
     # Permissions: the API's.
 

@@ -1,6 +1,7 @@
 """The accounts back office through Django's test client: actions and refusals."""
 
 import datetime
+import re
 import uuid
 
 import pytest
@@ -24,6 +25,7 @@ from .conftest import make_user
 
 CHANGELIST = reverse("admin:accounts_accountbalance_changelist")
 LEDGER = reverse("admin:accounts_ledgerentry_changelist")
+SENT_ONCE_FORM = re.compile(r'<form method="post"[^>]* autocomplete="off"')
 
 
 @pytest.fixture
@@ -585,6 +587,85 @@ class TestOperations:
         response = client.get(f"{CHANGELIST}{odd}/{view}/")
 
         assert response.status_code == 404
+
+
+@pytest.mark.django_db
+class TestThePageAfterAnAction:
+    """Staff never see the account older than what they just did.
+
+    The account's page reads the read model, which lags the events: until it
+    has the action, the page an action lands on shows the saved account and
+    reloads itself, as the page of an account just opened does.
+    """
+
+    @pytest.mark.parametrize(
+        ("role", "action", "form", "shown"),
+        [
+            ("teller", "deposit", {"amount": "10.00"}, "Balance 1,244.56 EUR"),
+            ("teller", "withdraw", {"amount": "4.56"}, "Balance 1,230.00 EUR"),
+            ("operator", "freeze", {}, "status frozen"),
+        ],
+    )
+    def test_the_page_waits_for_the_read_model_to_have_the_action(
+        self, client, request, account, role, action, form, shown
+    ):
+        client.force_login(request.getfixturevalue(role))
+
+        response = client.post(
+            url(action, account), {**form, "reason": "x", "form_id": uuid.uuid4()}
+        )
+        waiting = client.get(response.url).content.decode()
+        catch_up()
+        projected = client.get(response.url).content.decode()
+
+        assert 'http-equiv="refresh"' in waiting
+        assert shown in waiting
+        assert 'http-equiv="refresh"' not in projected
+        assert 'id="ledger"' in projected
+
+    def test_a_form_sent_twice_lands_on_the_account_with_the_first_sending(
+        self, client, teller, account
+    ):
+        client.force_login(teller)
+        form = {"amount": "10", "reason": "counter", "form_id": uuid.uuid4()}
+        client.post(url("deposit", account), form)
+
+        again = client.post(url("deposit", account), form)
+
+        page = client.get(again.url).content.decode()
+        assert 'http-equiv="refresh"' in page
+        assert "Balance 1,244.56 EUR" in page
+
+    def test_a_version_beyond_the_saved_events_waits_only_for_those(
+        self, client, auditor, teller, account
+    ):
+        """A hand-made ``?after=`` does not keep the page reloading for ever."""
+        services.deposit(account_id=account.id, amount=100, actor=teller)
+        client.force_login(auditor)
+
+        waiting = client.get(url("change", account), {"after": "99"})
+        catch_up()
+        projected = client.get(url("change", account), {"after": "99"})
+
+        assert b'http-equiv="refresh"' in waiting.content
+        assert b'http-equiv="refresh"' not in projected.content
+        assert b'id="ledger"' in projected.content
+
+
+@pytest.mark.django_db
+def test_sent_once_forms_are_not_filled_in_again_by_the_browser(
+    client, teller, account
+):
+    """Back to a sent form fetches a new one (a new ``form_id``): keep it empty.
+
+    Were the browser to restore the typed amount, Confirm would act again.
+    """
+    client.force_login(teller)
+    pages = [CHANGELIST + "add/", url("deposit", account), url("withdraw", account)]
+
+    forms = [client.get(page).content.decode() for page in pages]
+
+    assert all(SENT_ONCE_FORM.search(form) for form in forms)
 
 
 @pytest.mark.django_db

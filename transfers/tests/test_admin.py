@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime
+import re
 import uuid
 
 import pytest
@@ -215,6 +216,37 @@ class TestNewTransfer:
         response = start(client, source, dollars)
 
         assert messages_of(response)[0].startswith("Refused: The source account")
+
+    def test_the_form_is_not_filled_in_again_by_the_browser(self, client, teller):
+        """Back to a sent form fetches a new one (a new ``form_id``): keep it empty.
+
+        Were the browser to restore the typed numbers and amount, "Start
+        transfer" would start a second one.
+        """
+        client.force_login(teller)
+
+        form = client.get(ADD).content.decode()
+
+        assert re.search(r'<form method="post"[^>]* autocomplete="off"', form)
+
+    def test_a_transfers_page_names_who_requested_it(
+        self, client, teller, auditor, accounts
+    ):
+        source, target, _ = accounts
+        client.force_login(teller)
+        start(client, source, target)
+        finish()
+        page = reverse(CHANGE, args=[TransferSummary.objects.get().id])
+
+        named = client.get(page).content.decode()
+        client.force_login(auditor)
+        teller_id = teller.pk
+        teller.delete()
+        unnamed = client.get(page).content.decode()
+
+        assert '<div class="readonly">tina</div>' in named
+        # A user since deleted keeps their id.
+        assert f'<div class="readonly">{teller_id}</div>' in unnamed
 
     def test_an_auditor_may_not_start_transfers(self, client, auditor, accounts):
         client.force_login(auditor)
