@@ -28,7 +28,6 @@ from django.db.models import Sum
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.http import urlencode
 
 from eventstore import operations
@@ -193,10 +192,11 @@ class BalanceAtForm(forms.Form):
     )
 
     def clean_at(self) -> datetime.datetime:
-        """Return the moment in UTC; refuse one UTC cannot hold (year 1, 9999)."""
+        """Return the moment in UTC; refuse one UTC cannot hold (year 1, 9999).
+
+        The field reads a moment without an offset in ``TIME_ZONE`` (UTC).
+        """
         moment = self.cleaned_data["at"]
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, datetime.UTC)
         try:
             return moment.astimezone(datetime.UTC)
         except OverflowError:

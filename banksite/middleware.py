@@ -21,7 +21,12 @@ from django.http import (
 from rest_framework.authtoken.views import ObtainAuthToken
 
 from eventstore.context import metadata_context
-from eventstore.errors import PartitionCountMismatch
+from eventstore.errors import (
+    EventDecodeError,
+    PartitionCountMismatch,
+    UnknownEventType,
+    UnreadableEvent,
+)
 
 from .throttling import LoginRateThrottle
 
@@ -136,14 +141,16 @@ def _holds_nul(parameters: QueryDict) -> bool:
 
 
 class DatabaseUnavailableMiddleware:
-    """Answer 503 with a JSON error when the database cannot be reached.
+    """Answer 503 with a JSON error when the database cannot serve a view.
 
     Covers every view (the API's exception handler may answer first for API
     views): a database outage is not a bug in the request, so it must not look
     like a 500. Nor is a lock held by another session past the lock timeout
-    (``busy``). So is a process whose partition count is not the event
-    store's (``misconfigured``; ``/healthz`` fails too, so a load balancer
-    takes it out).
+    (``busy``), nor an event this code cannot read (``unreadable_event``: one
+    a newer release stored, say, until code that reads it is deployed). So is
+    a process whose partition count is not the event store's
+    (``misconfigured``; ``/healthz`` fails too, so a load balancer takes it
+    out).
     """
 
     RETRY_AFTER_SECONDS = 5
@@ -157,33 +164,32 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception):
         if isinstance(exception, PartitionCountMismatch):
             logger.error("misconfigured: %s", exception)
-            return JsonResponse(
-                {
-                    "code": "misconfigured",
-                    "detail": "This server is misconfigured. Try again shortly.",
-                },
-                status=503,
-                headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+            return self._unavailable(
+                "misconfigured", "This server is misconfigured. Try again shortly."
+            )
+        if isinstance(exception, UnknownEventType | EventDecodeError | UnreadableEvent):
+            logger.error("unreadable event: %s", exception)
+            return self._unavailable(
+                "unreadable_event",
+                "This data holds an event this version of the bank cannot read;"
+                " try again later.",
             )
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
         if isinstance(exception.__cause__, psycopg.errors.LockNotAvailable):
             # DATABASE_LOCK_TIMEOUT_MS: another session holds the rows needed.
             logger.warning("database busy: %s", exception)
-            return JsonResponse(
-                {
-                    "code": "busy",
-                    "detail": "Another operation holds this data; try again.",
-                },
-                status=503,
-                headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+            return self._unavailable(
+                "busy", "Another operation holds this data; try again."
             )
         logger.error("database unavailable: %s", exception, exc_info=exception)
+        return self._unavailable(
+            "database_unavailable", "The database is unavailable. Try again shortly."
+        )
+
+    def _unavailable(self, code: str, detail: str) -> JsonResponse:
         return JsonResponse(
-            {
-                "code": "database_unavailable",
-                "detail": "The database is unavailable. Try again shortly.",
-            },
+            {"code": code, "detail": detail},
             status=503,
             headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
         )

@@ -578,7 +578,7 @@ def _reason_of(event: Event) -> str:
             event.event_type, event.schema_version, event.data, position=str(event)
         )
     except EventStoreError:
-        return event.data.get("reason", "")
+        return event.data.get("reason", "") if isinstance(event.data, dict) else ""
     return getattr(decoded, "reason", "")
 
 
