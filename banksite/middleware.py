@@ -211,7 +211,8 @@ class LoginThrottleMiddleware:
         return self.get_response(request)
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
-        if request.method != "POST" or not self._is_login(request, view_func):
+        token_view = self._is_token_view(view_func)
+        if request.method != "POST" or not (token_view or self._is_listed(request)):
             return None
         throttle = LoginRateThrottle()
         if throttle.allow_request(request, None):
@@ -219,7 +220,7 @@ class LoginThrottleMiddleware:
         wait = max(int(throttle.wait() or 1), 1)
         detail = f"Too many login attempts. Try again in {wait} seconds."
         headers = {"Retry-After": str(wait)}
-        if _is_api(request):
+        if token_view or _is_api(request):
             return JsonResponse(
                 {"code": "throttled", "detail": detail}, status=429, headers=headers
             )
@@ -229,9 +230,11 @@ class LoginThrottleMiddleware:
         )
 
     @staticmethod
-    def _is_login(request: HttpRequest, view_func) -> bool:
+    def _is_token_view(view_func) -> bool:
         view_class = getattr(view_func, "cls", None)
-        if isinstance(view_class, type) and issubclass(view_class, ObtainAuthToken):
-            return True
+        return isinstance(view_class, type) and issubclass(view_class, ObtainAuthToken)
+
+    @staticmethod
+    def _is_listed(request: HttpRequest) -> bool:
         match = request.resolver_match
         return match is not None and match.view_name in settings.LOGIN_THROTTLE_VIEWS

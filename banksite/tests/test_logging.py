@@ -2,6 +2,7 @@
 
 import json
 import logging
+import logging.config
 import subprocess
 import sys
 import uuid
@@ -84,10 +85,14 @@ def test_json_lines_hold_the_message_ids_and_extra_fields():
 
 
 def text_line(record: logging.LogRecord) -> str:
-    """Format a record as the text log does (LOG_FORMAT=text)."""
-    formatter = settings.LOGGING["formatters"]["text"]
+    """Format a record as the text log configured in settings does."""
+    configured = logging.config.DictConfigurator(settings.LOGGING)
+    formatter = configured.configure_formatter(
+        dict(settings.LOGGING["formatters"]["text"])
+    )
+    assert isinstance(formatter, TextFormatter)
     ContextFilter().filter(record)
-    return TextFormatter(formatter["format"]).format(record)
+    return formatter.format(record)
 
 
 def test_a_text_line_holds_a_message_on_one_line_whatever_it_holds():
