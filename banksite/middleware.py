@@ -18,6 +18,7 @@ from django.http import (
     QueryDict,
     UnreadablePostError,
 )
+from django.utils.cache import add_never_cache_headers
 from rest_framework.authtoken.views import ObtainAuthToken
 
 from eventstore.context import metadata_context
@@ -138,6 +139,23 @@ def _holds_nul(parameters: QueryDict) -> bool:
         "\x00" in name or any("\x00" in value for value in values)
         for name, values in parameters.lists()
     )
+
+
+class ApiNeverCacheMiddleware:
+    """Tell browsers and proxies to keep no copy of an API answer.
+
+    Balances and ledgers read with a session would otherwise sit in a
+    browser's disk cache; the admin's pages say the same already.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if _is_api(request) and not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
+        return response
 
 
 class DatabaseUnavailableMiddleware:

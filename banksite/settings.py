@@ -140,6 +140,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "banksite.middleware.NulCharacterMiddleware",
+    "banksite.middleware.ApiNeverCacheMiddleware",
     "banksite.middleware.DatabaseUnavailableMiddleware",
     "banksite.middleware.LoginThrottleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

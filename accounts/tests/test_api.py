@@ -1032,3 +1032,16 @@ def test_a_bug_saving_an_unregistered_event_class_is_no_retryable_503():
     never registered is a bug, left to Django's 500 (and its error mail)."""
     assert exception_handler(UnregisteredEventClass("Stranger"), {}) is None
     assert exception_handler(UnknownEventType("at event 9"), {}).status_code == 503
+
+
+def test_api_answers_tell_browsers_to_keep_no_copy(customer, open_account):
+    """A balance read with a session must not sit in a browser's disk cache."""
+    account = open_account(customer, balance=100)
+    client = APIClient()
+    client.force_login(customer)
+
+    answers = [client.get(url(account.id)), client.get("/api/nowhere/")]
+
+    for answer in answers:
+        assert "no-store" in answer["Cache-Control"]
+        assert "private" in answer["Cache-Control"]
