@@ -37,19 +37,10 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from eventstore.errors import (
-    ConcurrencyError,
-    EventDecodeError,
-    UnknownEventType,
-    UnreadableEvent,
-)
+from eventstore.errors import ConcurrencyError
 
 from .errors import BankError
 from .parsers import RequestTooLarge
-
-logger = logging.getLogger(__name__)
-
-DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -160,21 +151,6 @@ def exception_handler(exc, context):
             error_body("conflict", "The account changed concurrently; try again."),
             status=409,
         )
-    if isinstance(exc, UnknownEventType | EventDecodeError | UnreadableEvent):
-        # An event this code cannot read (stored by a newer release, say):
-        # nothing that reads its stream can answer until code that reads it
-        # is deployed.
-        set_rollback()
-        logger.error("unreadable event: %s", exc)
-        return Response(
-            error_body(
-                "unreadable_event",
-                "This data holds an event this version of the bank cannot read;"
-                " try again later.",
-            ),
-            status=503,
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-        )
     if isinstance(exc, OperationalError | InterfaceError):
         set_rollback()
         if isinstance(
@@ -185,24 +161,10 @@ def exception_handler(exc, context):
                 error_body("conflict", "A concurrent change won; try again."),
                 status=409,
             )
-        if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
-            # DATABASE_LOCK_TIMEOUT_MS: another session (a hung worker, say)
-            # holds the rows this request must lock.
-            logger.warning("database busy: %s", exc)
-            return Response(
-                error_body("busy", "Another operation holds this data; try again."),
-                status=503,
-                headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-            )
-        logger.error("database unavailable: %s", exc)
-        return Response(
-            error_body(
-                "database_unavailable", "The database is unavailable; try again."
-            ),
-            status=503,
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-        )
-    return None
+        # The database cannot serve (unreachable, or a lock held past the
+        # lock timeout): banksite's DatabaseUnavailableMiddleware answers 503
+        # for every view, the API's too.
+        return None
 
 
 def _code(exc: exceptions.APIException) -> str:

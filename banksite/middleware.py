@@ -23,9 +23,8 @@ from rest_framework.authtoken.views import ObtainAuthToken
 
 from eventstore.context import metadata_context
 from eventstore.errors import (
-    EventDecodeError,
+    EventFromNewerCode,
     PartitionCountMismatch,
-    UnknownEventType,
     UnreadableEvent,
 )
 
@@ -183,11 +182,14 @@ class DatabaseUnavailableMiddleware:
         if isinstance(exception, PartitionCountMismatch):
             logger.error("misconfigured: %s", exception)
             return self._unavailable(
-                "misconfigured", "This server is misconfigured. Try again shortly."
+                request,
+                "misconfigured",
+                "This server is misconfigured. Try again shortly.",
             )
-        if isinstance(exception, UnknownEventType | EventDecodeError | UnreadableEvent):
+        if _from_newer_code(exception):
             logger.error("unreadable event: %s", exception)
             return self._unavailable(
+                request,
                 "unreadable_event",
                 "This data holds an event this version of the bank cannot read;"
                 " try again later.",
@@ -198,19 +200,36 @@ class DatabaseUnavailableMiddleware:
             # DATABASE_LOCK_TIMEOUT_MS: another session holds the rows needed.
             logger.warning("database busy: %s", exception)
             return self._unavailable(
-                "busy", "Another operation holds this data; try again."
+                request, "busy", "Another operation holds this data; try again."
             )
         logger.error("database unavailable: %s", exception, exc_info=exception)
         return self._unavailable(
-            "database_unavailable", "The database is unavailable. Try again shortly."
+            request,
+            "database_unavailable",
+            "The database is unavailable. Try again shortly.",
         )
 
-    def _unavailable(self, code: str, detail: str) -> JsonResponse:
-        return JsonResponse(
-            {"code": code, "detail": detail},
-            status=503,
-            headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+    def _unavailable(self, request, code: str, detail: str) -> HttpResponse:
+        headers = {"Retry-After": str(self.RETRY_AFTER_SECONDS)}
+        if _is_api(request):
+            return JsonResponse(
+                {"code": code, "detail": detail}, status=503, headers=headers
+            )
+        # Back-office pages and /healthz are read in a browser or a probe.
+        return HttpResponse(
+            detail, status=503, content_type="text/plain", headers=headers
         )
+
+
+def _from_newer_code(exception: Exception) -> bool:
+    """Whether the exception is an event stored by code newer than this.
+
+    Deploying that code makes it readable; a missing or failing upcaster is
+    a bug here, left to the 500 and its error mail.
+    """
+    if isinstance(exception, UnreadableEvent):
+        exception = exception.__cause__
+    return isinstance(exception, EventFromNewerCode)
 
 
 class LoginThrottleMiddleware:

@@ -28,6 +28,15 @@ class UnknownEventType(EventStoreError):
     """A stored event has a type or schema version no code knows."""
 
 
+class EventFromNewerCode(UnknownEventType):
+    """A stored event of a type, or schema version, this code does not have yet.
+
+    Stored by a newer release (then rolled back, say): deploying that code
+    makes it readable. Unlike a missing upcaster or one that fails, it is
+    not a bug of the code that reads it.
+    """
+
+
 class UnregisteredEventClass(EventStoreError, TypeError):
     """An event object whose class no ``register_event`` named: a bug."""
 

@@ -33,6 +33,7 @@ from functools import cache
 from .errors import (
     EventDecodeError,
     EventEncodeError,
+    EventFromNewerCode,
     UnknownEventType,
     UnregisteredEventClass,
 )
@@ -157,9 +158,9 @@ def decode(
     """
     event_type = _by_name.get(name)
     if event_type is None:
-        raise UnknownEventType(f"unknown event type {name!r} at {_where(position)}")
+        raise EventFromNewerCode(f"unknown event type {name!r} at {_where(position)}")
     if schema_version > event_type.version:
-        raise UnknownEventType(
+        raise EventFromNewerCode(
             f"{name!r} at {_where(position)} has schema version {schema_version}, "
             f"newer than this code's {event_type.version}"
         )
