@@ -30,7 +30,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from eventstore import operations
+from eventstore import operations, subscriptions
 from eventstore.admin import KnownValuesFilter, ReadOnlyAdmin
 from eventstore.adminlog import log_staff_action
 from eventstore.context import metadata_context
@@ -46,6 +46,7 @@ from .permissions import (
     OPERATE_ACCOUNT,
     VIEW_ANY_ACCOUNT,
 )
+from .projections import balances
 
 # Digits after the decimal point, where a currency has other than two.
 MINOR_DIGITS = {"JPY": 0}
@@ -413,10 +414,16 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         if projected is None or projected < seen:
             # Opened, or changed by this staff member, a moment ago: show it
             # from its events until the read model has caught up. Only up to
-            # the saved version: a hand-made ?after= must not wait for ever.
+            # the saved version (a hand-made ?after= must not wait for ever),
+            # and only while the read model is catching up at all.
             account = self._account_or_404(object_id)
             if projected is None or projected < min(seen, account.version):
-                return self._pending_page(request, account)
+                stalled = not subscriptions.catching_up(
+                    balances.name, account.stream_id
+                )
+                if projected is None or not stalled:
+                    return self._pending_page(request, account, stalled=stalled)
+                messages.warning(request, _behind(account, projected))
         extra = {**(extra_context or {}), **self._history(request, account_id)}
         return super().change_view(request, object_id, form_url, extra)
 
@@ -473,7 +480,7 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
             ],
         }
 
-    def _pending_page(self, request, account):
+    def _pending_page(self, request, account, *, stalled: bool):
         return TemplateResponse(
             request,
             "admin/accounts/account/pending.html",
@@ -482,6 +489,7 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
                 "title": f"Account {account.number}",
                 "account": account,
                 "balance": format_money(account.balance, account.currency),
+                "stalled": _behind(account, None) if stalled else "",
                 "opts": self.opts,
             },
         )
@@ -520,6 +528,17 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
     def _saved_url(self, account: Account) -> str:
         """Return the account's page, to show no older state than ``account``."""
         return f"{self._change_url(account.id)}?after={account.version}"
+
+
+def _behind(account: Account, projected: int | None) -> str:
+    """Say that the account's read model is behind, and will not catch up alone."""
+    shown = "is not" if projected is None else f"is at version {projected} and not"
+    return (
+        f"The read model of account {account.number} {shown} at its version"
+        f" {account.version}, and is not catching up: the {balances.name}"
+        " subscription is stopped, or passed over an event of the account."
+        " See the operations page."
+    )
 
 
 def _version_after(request) -> int:

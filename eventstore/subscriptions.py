@@ -33,6 +33,7 @@ from .store import (
     RecordedEvent,
     head_sequence,
     partition_count,
+    partition_for,
     partition_heads,
     read_partition,
 )
@@ -176,6 +177,25 @@ def process_partition(
         _run_until_caught_up(sub, partition)
         for sub in _with_work(_with_handlers(subs), partition)
     )
+
+
+def catching_up(subscription_name: str, stream_id: str) -> bool:
+    """Tell whether the subscription is still to handle events of the stream.
+
+    That is, its checkpoint in the stream's partition is behind the head and
+    not stopped (or not there yet: its runner has not started). A page that
+    waits for a read model asks before it waits again.
+    """
+    partition = partition_for(stream_id)
+    checkpoint = (
+        Checkpoint.objects.filter(subscription=subscription_name, partition=partition)
+        .values_list("sequence", "failed_sequence")
+        .first()
+    )
+    if checkpoint is None:
+        return True
+    sequence, failed_sequence = checkpoint
+    return failed_sequence is None and sequence < head_sequence(partition)
 
 
 def _with_handlers(subs: list[Subscription]) -> list[Subscription]:

@@ -14,10 +14,12 @@ from django.utils import timezone
 
 from accounts import selectors, services
 from accounts.admin import SENT_BEFORE, format_money, parse_money
-from accounts.domain import TransferStep
+from accounts.domain import Account, TransferStep
 from accounts.models import AccountBalance
-from eventstore.models import Event
-from eventstore.subscriptions import catch_up
+from accounts.projections import balances
+from eventstore.models import Checkpoint, Event
+from eventstore.store import head_sequence, partition_for
+from eventstore.subscriptions import catch_up, ensure_checkpoints
 from eventstore.tests.plans import analyze, get_captured, run_sql, whole_table_reads
 
 from .bulk_rows import seed_accounts, seed_ledger
@@ -592,6 +594,15 @@ class TestOperations:
 
 
 @pytest.mark.django_db
+def stop_the_balances_of(account) -> None:
+    """Stop the balances read model in the account's partition, at its head."""
+    partition = partition_for(Account.stream_id_for(account.id))
+    ensure_checkpoints([balances], [partition])
+    Checkpoint.objects.filter(subscription=balances.name, partition=partition).update(
+        failed_sequence=head_sequence(partition), error="boom", attempts=1
+    )
+
+
 class TestThePageAfterAnAction:
     """Staff never see the account older than what they just did.
 
@@ -652,6 +663,37 @@ class TestThePageAfterAnAction:
         assert b'http-equiv="refresh"' in waiting.content
         assert b'http-equiv="refresh"' not in projected.content
         assert b'id="ledger"' in projected.content
+
+    def test_a_read_model_that_will_not_catch_up_is_said_not_waited_for(
+        self, client, teller, account
+    ):
+        """Its partition stopped (or the event passed over): no reload for ever."""
+        client.force_login(teller)
+        response = client.post(
+            url("deposit", account),
+            {"amount": "10", "reason": "x", "form_id": uuid.uuid4()},
+        )
+        stop_the_balances_of(account)
+
+        page = client.get(response.url)
+
+        assert b'http-equiv="refresh"' not in page.content
+        assert b'id="ledger"' in page.content
+        assert any("is not catching up" in m for m in messages_of(page))
+
+    def test_a_new_account_whose_read_model_will_not_catch_up_is_said(
+        self, client, teller, alice
+    ):
+        opened = services.open_account(owner=alice, currency="EUR", actor=teller)
+        stop_the_balances_of(opened)
+        client.force_login(teller)
+
+        page = client.get(
+            reverse("admin:accounts_accountbalance_change", args=[opened.id])
+        )
+
+        assert b'http-equiv="refresh"' not in page.content
+        assert b'id="read-model-stalled"' in page.content
 
 
 @pytest.mark.django_db
