@@ -39,9 +39,10 @@ class ContextFilter(logging.Filter):
         return True
 
 
-# Control characters but the tab: a newline in a message (from a URL path or a
-# username, say) would start what reads as another record, with any ids.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Control characters but the tab, and what log viewers take for line breaks:
+# a newline in a message (from a URL path or a username, say) would start
+# what reads as another record, with any ids.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 class TextFormatter(logging.Formatter):

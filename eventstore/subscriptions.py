@@ -206,11 +206,16 @@ def _with_handlers(subs: list[Subscription]) -> list[Subscription]:
     checkpoints past every event, for good and in silence.
     """
     for sub in subs:
-        if not sub.event_types:
+        if not sub.event_types and sub.name not in _reported_without_handlers:
+            # Once per process: every nudge and sweep would say it again.
+            _reported_without_handlers.add(sub.name)
             logger.error(
                 "%s: not run, its checkpoints stay where they are", _no_handlers(sub)
             )
     return [sub for sub in subs if sub.event_types]
+
+
+_reported_without_handlers: set[str] = set()
 
 
 def _no_handlers(sub: Subscription) -> str:

@@ -106,6 +106,13 @@ def test_a_text_line_holds_a_message_on_one_line_whatever_it_holds():
     assert "\n" not in line and "\r" not in line and "\x1b" not in line
 
 
+@pytest.mark.parametrize("separator", ["\x85", "\u2028", "\u2029"])
+def test_what_log_viewers_take_for_a_line_break_is_escaped_too(separator):
+    line = text_line(_record(f"GET /a{separator}2026-01-01 INFO forged"))
+
+    assert len(line.splitlines()) == 1
+
+
 @pytest.mark.django_db
 def test_a_request_path_cannot_forge_a_line_of_the_request_log(client, caplog):
     caplog.set_level(logging.INFO, logger="banksite.request")

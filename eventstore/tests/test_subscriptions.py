@@ -1104,6 +1104,7 @@ class TestSubscriptionWithNoHandlers:
             name="eventstore_tests.forgotten", reset=lambda: None
         )
         monkeypatch.setitem(subscriptions._subscriptions, forgotten.name, forgotten)
+        monkeypatch.setattr(subscriptions, "_reported_without_handlers", set())
         (stream,) = streams_in_partition(2, 1)
         append(stream, [Counted(amount=1)], 0)
         return forgotten
@@ -1119,6 +1120,15 @@ class TestSubscriptionWithNoHandlers:
         assert checkpoint(2).sequence == head_sequence(2)
         [logged] = [r for r in caplog.records if forgotten.name in r.getMessage()]
         assert logged.levelname == "ERROR" and "no handlers" in logged.getMessage()
+
+    def test_the_error_is_logged_once_per_process(self, forgotten, caplog):
+        """Every nudge and every sweep would say it again."""
+        for _ in range(3):
+            subscriptions.process_partition(2, [forgotten])
+
+        logged = [r for r in caplog.records if forgotten.name in r.getMessage()]
+        assert len(logged) == 1
+        assert not self.moved(forgotten)
 
     def test_it_is_not_rebuilt(self, forgotten):
         with pytest.raises(ValueError, match=f"{forgotten.name} has no handlers"):
