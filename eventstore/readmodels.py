@@ -39,10 +39,18 @@ def insert_rows(
             f"COPY {quote(model._meta.db_table)} ({names}) FROM STDIN"
         ) as copy,
     ):
+        prepared = [(_preparer(field), value_of) for field, value_of in columns]
+        given = [model._meta.get_field(name) for name in fields]
+        if [field for field, _ in columns] == given and all(
+            prepare is _as_given for prepare, _ in prepared
+        ):
+            # The rows are the columns, written as they are: the usual case.
+            for row in rows:
+                copy.write_row(row)
+            return
         # The connection itself, not the django.db.connection proxy, whose
         # every attribute read would more than double the preparing's cost.
         db = cursor.db
-        prepared = [(_preparer(field), value_of) for field, value_of in columns]
         for row in rows:
             copy.write_row(
                 [prepare(value_of(row), db) for prepare, value_of in prepared]
