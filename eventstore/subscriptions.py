@@ -210,7 +210,8 @@ def _with_handlers(subs: list[Subscription]) -> list[Subscription]:
             # Once per process: every nudge and sweep would say it again.
             _reported_without_handlers.add(sub.name)
             logger.error(
-                "%s: not run, its checkpoints stay where they are", _no_handlers(sub)
+                "%s: not run, its checkpoints stay where they are",
+                no_handlers_message(sub),
             )
     return [sub for sub in subs if sub.event_types]
 
@@ -218,7 +219,7 @@ def _with_handlers(subs: list[Subscription]) -> list[Subscription]:
 _reported_without_handlers: set[str] = set()
 
 
-def _no_handlers(sub: Subscription) -> str:
+def no_handlers_message(sub: Subscription) -> str:
     return (
         f"{sub.name} has no handlers in this process (is the module that "
         "registers them imported?)"
@@ -798,7 +799,7 @@ def rebuild_together(
         if sub.reset is None:
             raise ValueError(f"{sub.name} has no reset and cannot be rebuilt")
         if not sub.event_types:  # it would be emptied and given nothing
-            raise ValueError(f"{_no_handlers(sub)} and cannot be rebuilt")
+            raise ValueError(f"{no_handlers_message(sub)} and cannot be rebuilt")
     types_of = {sub.name: set(sub.event_types) for sub in subs}
     handled = dict.fromkeys(types_of, 0)
     ensure_checkpoints(subs, partitions())

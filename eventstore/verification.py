@@ -158,10 +158,7 @@ def verify(name: str, *, requested_by=None) -> CheckRun:
         if sub.reset is None or not sub.read_models:
             raise CheckNotPossible(f"{name} has no reset or names no read models")
         if not sub.event_types:  # its shadow would be empty, whatever the events
-            raise CheckNotPossible(
-                f"{name} has no handlers in this process (is the module that "
-                "registers them imported?)"
-            )
+            raise CheckNotPossible(subscriptions.no_handlers_message(sub))
         result = _verify(sub)
     except Exception as error:  # recorded, logged and mailed: see _failed
         (run,) = _failed(
