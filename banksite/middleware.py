@@ -28,7 +28,7 @@ from eventstore.errors import (
     UnreadableEvent,
 )
 
-from .throttling import LoginRateThrottle
+from .throttling import LoginRateThrottle, UsernameLoginRateThrottle
 
 logger = logging.getLogger("banksite.request")
 
@@ -233,7 +233,8 @@ def _from_newer_code(exception: Exception) -> bool:
 
 
 class LoginThrottleMiddleware:
-    """Answer 429 to too many login attempts from one client address.
+    """Answer 429 to too many login attempts from one client address, or at
+    one username.
 
     Throttles POSTs to the admin login (and any view named in
     ``LOGIN_THROTTLE_VIEWS``) and to every DRF token view (a subclass of
@@ -251,10 +252,14 @@ class LoginThrottleMiddleware:
         token_view = self._is_token_view(view_func)
         if request.method != "POST" or not (token_view or self._is_listed(request)):
             return None
-        throttle = LoginRateThrottle()
-        if throttle.allow_request(request, None):
+        refused = [
+            throttle
+            for throttle in (LoginRateThrottle(), UsernameLoginRateThrottle())
+            if not throttle.allow_request(request, None)
+        ]
+        if not refused:
             return None
-        wait = max(int(throttle.wait() or 1), 1)
+        wait = max(max(int(throttle.wait() or 1) for throttle in refused), 1)
         detail = f"Too many login attempts. Try again in {wait} seconds."
         headers = {"Retry-After": str(wait)}
         if token_view or _is_api(request):

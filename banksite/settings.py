@@ -322,6 +322,7 @@ CACHES = {
 # back office, not Django's default /accounts/profile/ (a 404 here).
 LOGIN_REDIRECT_URL = "admin:index"
 LOGIN_THROTTLE_RATE = os.environ.get("LOGIN_THROTTLE_RATE", "10/min")
+LOGIN_USERNAME_THROTTLE_RATE = os.environ.get("LOGIN_USERNAME_THROTTLE_RATE", "30/hour")
 LOGIN_THROTTLE_VIEWS = ["admin:login"]
 
 # Celery: Redis is the broker; results are not kept (tasks report through the

@@ -1,9 +1,11 @@
-"""Throttles (API calls per user, logins per client address) that fail open.
+"""Throttles (API calls per user, logins per client address and per username)
+that fail open.
 
 The cache (Redis) only holds the counts: while it is down or hung, an
 unthrottled request is better than refusing every login and API call.
 """
 
+import hashlib
 import logging
 
 from django.conf import settings
@@ -43,4 +45,27 @@ class LoginRateThrottle(FailOpenThrottleMixin, SimpleRateThrottle):
         return self.cache_format % {
             "scope": self.scope,
             "ident": self.get_ident(request),
+        }
+
+
+class UsernameLoginRateThrottle(FailOpenThrottleMixin, SimpleRateThrottle):
+    """Count login attempts per username (``LOGIN_USERNAME_THROTTLE_RATE``).
+
+    Guesses at one staff member's password spread over many client addresses
+    pass the per-address count. The username is read from the login form,
+    in any case (usernames differ by more than case here), and kept hashed.
+    """
+
+    scope = "login_username"
+
+    def get_rate(self) -> str:
+        return settings.LOGIN_USERNAME_THROTTLE_RATE
+
+    def get_cache_key(self, request, view) -> str | None:
+        username = request.POST.get("username", "").strip().casefold()
+        if not username:
+            return None  # nothing to count: the form refuses it anyway
+        return self.cache_format % {
+            "scope": self.scope,
+            "ident": hashlib.sha256(username.encode()).hexdigest(),
         }

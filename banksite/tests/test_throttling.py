@@ -58,6 +58,26 @@ def test_logins_are_counted_per_client_address(client, settings):
     assert response.status_code == 200
 
 
+def test_logins_at_one_username_are_counted_from_any_address(client, settings):
+    """Guesses at one staff member's password, spread over many addresses."""
+    settings.LOGIN_USERNAME_THROTTLE_RATE = "3/hour"
+
+    answers = [
+        client.post(
+            "/admin/login/",
+            {"username": name, "password": "guess"},
+            REMOTE_ADDR=f"10.0.0.{n}",
+        ).status_code
+        for n, name in enumerate(["tina", "Tina", " TINA", "tina"])
+    ]
+    other = client.post(
+        "/admin/login/", {"username": "otto", "password": "x"}, REMOTE_ADDR="10.0.0.9"
+    )
+
+    assert answers == [200, 200, 200, 429]
+    assert other.status_code == 200
+
+
 def test_a_forged_x_forwarded_for_does_not_bypass_the_login_throttle(client, settings):
     settings.LOGIN_THROTTLE_RATE = "3/min"
     attempt = {"username": "nobody", "password": "wrong"}
