@@ -19,9 +19,10 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.models import ADDITION
+from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Sum
@@ -652,3 +653,27 @@ operations.register_panel(
     _stranded,
     order=30,
 )
+
+
+class StaffKeepingUserAdmin(UserAdmin):
+    """Django's users, but one who acted in the back office is not deleted.
+
+    Django deletes a user's admin log entries with the user: the record of
+    who deposited, froze or skipped what would go. Such a user is made
+    inactive instead (events keep the user's id, never personal data).
+    """
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and LogEntry.objects.filter(user=obj).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        # The bulk delete would pass over the check above.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), StaffKeepingUserAdmin)

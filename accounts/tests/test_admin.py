@@ -857,3 +857,32 @@ def test_pages_of_an_account_with_an_event_this_code_cannot_read_answer_503(
         " try again later."
     }
     assert Event.objects.filter(stream_id=saved.stream_id).count() == saved.version + 1
+
+
+def test_a_user_who_acted_in_the_back_office_is_not_deleted(client, teller, account):
+    """Django would delete their admin log entries with them."""
+    client.force_login(teller)
+    client.post(
+        url("deposit", account), {"amount": "1", "reason": "x", "form_id": uuid.uuid4()}
+    )
+    assert LogEntry.objects.filter(user=teller).exists()
+    root = User.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(root)
+
+    page = client.get(reverse("admin:auth_user_delete", args=[teller.pk]))
+    client.post(reverse("admin:auth_user_delete", args=[teller.pk]), {"post": "yes"})
+    listed = client.get(reverse("admin:auth_user_changelist"))
+
+    assert page.status_code == 403
+    assert User.objects.filter(pk=teller.pk).exists()
+    assert listed.status_code == 200
+    assert b"delete_selected" not in listed.content  # no bulk delete either
+
+
+def test_a_user_who_never_acted_may_be_deleted(client, alice):
+    root = User.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(root)
+
+    client.post(reverse("admin:auth_user_delete", args=[alice.pk]), {"post": "yes"})
+
+    assert not User.objects.filter(pk=alice.pk).exists()
