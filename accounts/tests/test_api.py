@@ -7,16 +7,15 @@ import zlib
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts import services
 from accounts.domain import Account
 from eventstore.models import Event
-from eventstore.store import head_sequence, partition_for
 from eventstore.subscriptions import catch_up, get_subscription
 from eventstore.tests.plans import whole_table_reads
+from eventstore.tests.streams import store_as_other_code
 
 from .bulk_rows import seed_accounts
 
@@ -990,17 +989,12 @@ def test_the_role_groups_are_created_by_a_migration():
 
 def store_an_event_of_a_newer_release(account, *, schema_version=99) -> None:
     """Append, as a release since rolled back did, a schema no code here reads."""
-    partition = partition_for(account.stream_id)
-    Event.objects.create(
-        stream_id=account.stream_id,
-        version=account.version + 1,
-        partition=partition,
-        sequence=head_sequence(partition) + 1,
-        event_type="accounts.Deposited",
-        schema_version=schema_version,
-        data={"amount": 5, "channel": "atm"},
-        event_id=uuid.uuid4(),
-        recorded_at=timezone.now(),
+    store_as_other_code(
+        account.stream_id,
+        account.version + 1,
+        "accounts.Deposited",
+        schema_version,
+        {"amount": 5, "channel": "atm"},
     )
 
 

@@ -1,9 +1,12 @@
-"""Stream ids for tests, chosen by partition."""
+"""Stream ids for tests, chosen by partition; events stored as other code would."""
 
 import itertools
 import uuid
 
-from eventstore.store import partition_for
+from django.utils import timezone
+
+from eventstore.models import Event
+from eventstore.store import head_sequence, partition_for
 
 
 def streams_in_partition(
@@ -34,3 +37,25 @@ def stream_placed_apart(count: int, other: int, prefix: str = "tally") -> str:
         stream = f"{prefix}-{uuid.uuid4()}"
         if partition_for(stream, count) != partition_for(stream, other):
             return stream
+
+
+def store_as_other_code(
+    stream_id: str, version: int, event_type: str, schema_version: int, data: dict
+) -> Event:
+    """Store an event row as other code (a newer or older release) wrote it.
+
+    Next in its stream's partition, with whatever type, schema version and
+    data: this code's append would refuse what it cannot read back.
+    """
+    partition = partition_for(stream_id)
+    return Event.objects.create(
+        stream_id=stream_id,
+        version=version,
+        partition=partition,
+        sequence=head_sequence(partition) + 1,
+        event_type=event_type,
+        schema_version=schema_version,
+        data=data,
+        event_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    )

@@ -29,7 +29,7 @@ from eventstore.store import (
     read_stream,
 )
 from eventstore.tasks import process_partition_task, sweep_partitions
-from eventstore.tests.streams import streams_in_partition
+from eventstore.tests.streams import store_as_other_code, streams_in_partition
 from eventstore.tests.test_store import Limited, append_left_open
 from eventstore.tests.testapp.events import Counted, Ignored
 from eventstore.tests.testapp.models import Handled, Tally
@@ -53,18 +53,7 @@ def store_undecodable(stream: str, version: int) -> Event:
     The event table is append-only, so the row is written as a release that
     knows the newer schema would have written it.
     """
-    partition = partition_for(stream)
-    return Event.objects.create(
-        stream_id=stream,
-        version=version,
-        partition=partition,
-        sequence=head_sequence(partition) + 1,
-        event_type="testapp.Counted",
-        schema_version=9,
-        data={"amount": 100},
-        event_id=uuid.uuid4(),
-        recorded_at=timezone.now(),
-    )
+    return store_as_other_code(stream, version, "testapp.Counted", 9, {"amount": 100})
 
 
 def skip_undecodable(stream: str) -> Event:
@@ -245,16 +234,8 @@ class TestHandling:
     ):
         (stream,) = streams_in_partition(7, 1)
         (good,) = append(stream, [Counted(amount=1)], 0)
-        bad = Event.objects.create(
-            stream_id=stream,
-            version=2,
-            partition=7,
-            sequence=good.sequence + 1,
-            event_type="testapp.Counted",
-            schema_version=schema_version,
-            data={"amount": 1},
-            event_id=uuid.uuid4(),
-            recorded_at=timezone.now(),
+        bad = store_as_other_code(
+            stream, 2, "testapp.Counted", schema_version, {"amount": 1}
         )
 
         subscriptions.process_partition(7, [tallies])
@@ -1021,17 +1002,7 @@ class TestBatchHandlers:
         good, failing = append(
             stream, [Counted(amount=1), Counted(amount=2, fail=True)], 0
         )
-        Event.objects.create(
-            stream_id=stream,
-            version=3,
-            partition=1,
-            sequence=failing.sequence + 1,
-            event_type="testapp.Counted",
-            schema_version=9,  # newer than this code
-            data={"amount": 1},
-            event_id=uuid.uuid4(),
-            recorded_at=timezone.now(),
-        )
+        store_as_other_code(stream, 3, "testapp.Counted", 9, {"amount": 1})  # newer
 
         subscriptions.process_partition(1, [bulk])
 

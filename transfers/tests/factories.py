@@ -1,22 +1,20 @@
 """Test data built through the services, as a user would create it."""
 
 import itertools
-import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.utils import timezone
 
 from accounts import services as accounts
-from eventstore.models import Checkpoint, Event, SkippedEvent
-from eventstore.store import head_sequence, partition_for
+from eventstore.models import Checkpoint, SkippedEvent
 from eventstore.subscriptions import (
     all_subscriptions,
     catch_up,
     get_subscription,
     skip_failed_event,
 )
+from eventstore.tests.streams import store_as_other_code
 from transfers import services
 from transfers.process import process
 
@@ -83,17 +81,8 @@ def strand_at_an_unreadable_event(transfer) -> SkippedEvent:
     As a ``Debited`` of a newer schema, left by a deploy rolled back, would
     stop the process manager until an operator skipped it.
     """
-    partition = partition_for(transfer.stream_id)
-    Event.objects.create(
-        stream_id=transfer.stream_id,
-        version=transfer.version + 1,
-        partition=partition,
-        sequence=head_sequence(partition) + 1,
-        event_type="transfers.Debited",
-        schema_version=99,
-        data={},
-        event_id=uuid.uuid4(),
-        recorded_at=timezone.now(),
+    store_as_other_code(
+        transfer.stream_id, transfer.version + 1, "transfers.Debited", 99, {}
     )
     run_process()
     stopped = Checkpoint.objects.get(
