@@ -443,7 +443,7 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
                 "-version"
             )[:HISTORY_ROWS]
         )
-        users = _usernames(events)
+        users = usernames(event.metadata.get("actor_id") for event in events)
         for event in events:
             actor = event.metadata.get("actor_id")
             event.actor_name = users.get(actor, event.metadata.get("actor", actor))
@@ -564,10 +564,12 @@ def _offers(account: AccountBalance, action: str) -> bool:
     return True
 
 
-def _usernames(events) -> dict:
-    ids = {e.metadata.get("actor_id") for e in events} - {None}
+def usernames(user_ids) -> dict[int, str]:
+    """Return the usernames of these user ids; a user deleted since is left out."""
     return dict(
-        get_user_model().objects.filter(pk__in=ids).values_list("pk", "username")
+        get_user_model()
+        .objects.filter(pk__in=set(user_ids) - {None})
+        .values_list("pk", "username")
     )
 
 

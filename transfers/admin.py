@@ -23,7 +23,6 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION
 from django.contrib.admin.utils import unquote
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery
@@ -43,6 +42,7 @@ from accounts.admin import (
     first_sending,
     format_money,
     parse_money,
+    usernames,
 )
 from accounts.domain import MAX_REFERENCE_LENGTH, Account
 from accounts.errors import BankError, UnknownAccount
@@ -294,13 +294,8 @@ class TransferAdmin(AnyAccountViewer, admin.ModelAdmin):
         """Name the user who requested it; a user since deleted keeps the id."""
         if transfer.requested_by is None:
             return None
-        username = (
-            get_user_model()
-            .objects.filter(pk=transfer.requested_by)
-            .values_list("username", flat=True)
-            .first()
-        )
-        return username or str(transfer.requested_by)
+        known = usernames([transfer.requested_by])
+        return known.get(transfer.requested_by, str(transfer.requested_by))
 
     # Permissions: the API's.
 
