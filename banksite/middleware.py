@@ -158,10 +158,10 @@ class ApiNeverCacheMiddleware:
 
 
 class DatabaseUnavailableMiddleware:
-    """Answer 503 with a JSON error when the database cannot serve a view.
+    """Answer 503 when the database cannot serve a view: JSON under ``/api/``.
 
-    Covers every view (the API's exception handler may answer first for API
-    views): a database outage is not a bug in the request, so it must not look
+    Covers every view, the API's too (its exception handler leaves these to
+    this): a database outage is not a bug in the request, so it must not look
     like a 500. Nor is a lock held by another session past the lock timeout
     (``busy``), nor an event this code cannot read (``unreadable_event``: one
     a newer release stored, say, until code that reads it is deployed). So is
