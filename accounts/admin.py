@@ -406,11 +406,7 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         account_id = self._account_id(object_id)
-        projected = (
-            AccountBalance.objects.filter(id=account_id)
-            .values_list("version", flat=True)
-            .first()
-        )
+        projected = _projected_version(account_id)
         seen = _version_after(request)
         if projected is None or projected < seen:
             # Opened, or changed by this staff member, a moment ago: show it
@@ -418,13 +414,17 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
             # the saved version (a hand-made ?after= must not wait for ever),
             # and only while the read model is catching up at all.
             account = self._account_or_404(object_id)
-            if projected is None or projected < min(seen, account.version):
+            wanted = min(seen, account.version)
+            if projected is None or projected < wanted:
                 stalled = not subscriptions.catching_up(
                     balances.name, account.stream_id
                 )
-                if projected is None or not stalled:
-                    return self._pending_page(request, account, stalled=stalled)
-                messages.warning(request, _behind(account, projected))
+                if stalled:  # or its runner caught up since the read above
+                    projected = _projected_version(account_id)
+                if projected is None or projected < wanted:
+                    if projected is None or not stalled:
+                        return self._pending_page(request, account, stalled=stalled)
+                    messages.warning(request, _behind(account, projected))
         extra = {**(extra_context or {}), **self._history(request, account_id)}
         return super().change_view(request, object_id, form_url, extra)
 
@@ -529,6 +529,15 @@ class AccountAdmin(AnyAccountViewer, admin.ModelAdmin):
     def _saved_url(self, account: Account) -> str:
         """Return the account's page, to show no older state than ``account``."""
         return f"{self._change_url(account.id)}?after={account.version}"
+
+
+def _projected_version(account_id) -> int | None:
+    """Return the account's version in the read model (None: not there yet)."""
+    return (
+        AccountBalance.objects.filter(id=account_id)
+        .values_list("version", flat=True)
+        .first()
+    )
 
 
 def _behind(account: Account, projected: int | None) -> str:

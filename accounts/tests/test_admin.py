@@ -17,6 +17,7 @@ from accounts.admin import SENT_BEFORE, format_money, parse_money
 from accounts.domain import Account, TransferStep
 from accounts.models import AccountBalance
 from accounts.projections import balances
+from eventstore import subscriptions
 from eventstore.models import Checkpoint, Event
 from eventstore.store import head_sequence, partition_for
 from eventstore.subscriptions import catch_up, ensure_checkpoints
@@ -694,6 +695,32 @@ class TestThePageAfterAnAction:
 
         assert b'http-equiv="refresh"' not in page.content
         assert b'id="read-model-stalled"' in page.content
+
+    def test_a_read_model_that_caught_up_while_the_page_asked_is_shown(
+        self, client, monkeypatch, teller, alice
+    ):
+        """Its runner finished between the page's two reads: not "stalled".
+
+        The page read the read model (no account yet), then asked whether its
+        subscription is still catching up, after the runner had handled the
+        account: "not catching up", and a page that never reloads.
+        """
+        opened = services.open_account(owner=alice, currency="EUR", actor=teller)
+        asked = subscriptions.catching_up
+
+        def runner_finishes_first(name, stream_id):
+            catch_up()
+            return asked(name, stream_id)
+
+        monkeypatch.setattr(subscriptions, "catching_up", runner_finishes_first)
+        client.force_login(teller)
+
+        page = client.get(
+            reverse("admin:accounts_accountbalance_change", args=[opened.id])
+        )
+
+        assert b'id="read-model-stalled"' not in page.content
+        assert b'id="ledger"' in page.content
 
 
 @pytest.mark.django_db
