@@ -1,10 +1,10 @@
 """Tables of the event store.
 
-``Event`` is the source of truth and append-only. ``PartitionHead`` is a
-partition's lock row: an append holds it until commit while it numbers its
-events after the partition's last one, so readers see sequence order as
-commit order. ``NudgeClaim`` says that a nudge for a partition is waiting
-for a worker. ``Snapshot`` rows are disposable caches of aggregate state.
+``Event`` is the source of truth and append-only. ``PartitionHead`` lists
+the partitions (the sweep visits them); appends lock a partition with an
+advisory lock (``eventstore.store``), not with its row. ``NudgeClaim`` says
+that a nudge for a partition is waiting for a worker. ``Snapshot`` rows are
+disposable caches of aggregate state.
 ``Checkpoint`` is a subscription's position in one partition, and the row
 whose lock is the lease on it.
 """
@@ -49,7 +49,7 @@ class Event(models.Model):
 
 
 class PartitionHead(models.Model):
-    """A partition's lock row; its last sequence is its last event's."""
+    """A partition of the event table; its last sequence is its last event's."""
 
     partition = models.PositiveSmallIntegerField(primary_key=True)
 

@@ -3,7 +3,7 @@
 A partition whose nudge is still waiting in the queue needs no second one:
 the runner reads everything committed before it starts. So an append claims
 the partition's nudge in the same database call that stores its events
-(``eventstore_append``, migrations 0006 and 0007): it sets the partition's
+(``eventstore_claim_nudge``, migration 0010): it sets the partition's
 ``NudgeClaim`` unless a claim younger than 10 seconds is there, and only a
 transaction that set it sends a nudge, after commit. The task clears the
 claim as it starts, once the partition's open appends have ended (one of
@@ -73,7 +73,7 @@ def release(partition: int) -> None:
     """Let the next append nudge the partition again (the runner is starting).
 
     First wait for the appends to the partition still open (each holds the
-    head row's lock until it ends): one of them may have seen the claim and
+    partition's lock until it ends): one of them may have seen the claim and
     sent no nudge, counting on this runner, which must therefore read after
     it commits. An append that comes later finds no claim and nudges. If the
     lock is held for longer than ``RELEASE_LOCK_TIMEOUT`` (a transaction left
@@ -84,11 +84,10 @@ def release(partition: int) -> None:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{RELEASE_LOCK_TIMEOUT}'")
+            cursor.execute("SELECT eventstore_lock_partition(%s)", [partition])
             cursor.execute(
-                "UPDATE eventstore_nudgeclaim c SET claimed_at = NULL"
-                " FROM (SELECT partition FROM eventstore_partitionhead"
-                "       WHERE partition = %s FOR UPDATE) h"
-                " WHERE c.partition = h.partition AND c.claimed_at IS NOT NULL",
+                "UPDATE eventstore_nudgeclaim SET claimed_at = NULL"
+                " WHERE partition = %s AND claimed_at IS NOT NULL",
                 [partition],
             )
     except OperationalError as error:

@@ -1,16 +1,23 @@
 """Append events to streams and read them back.
 
-Order. Every stream lives in one partition (a stable hash of its id). Each
-partition has a head row; an append locks it, numbers its events after the
-partition's last committed sequence and inserts them in one round trip (the
-``eventstore_append`` function, migrations 0002 and 0005-0008). The lock is
-held until the appending transaction ends, so within a partition sequence
-order is commit order: a reader that has seen sequence ``n``
-committed has seen every event before it, and sees each stream's versions in
-order, however late a transaction commits and whenever it took its
-transaction id. Writers to different partitions never wait for each other.
-The append locks the row without updating it: updates would leave a dead
-row version per append, which no open transaction lets PostgreSQL prune.
+Order. Every stream lives in one partition (a stable hash of its id). An
+append locks its partition until the appending transaction ends and numbers
+its events after the partition's last committed sequence, read once the lock
+is granted; so within a partition sequence order is commit order: a reader
+that has seen sequence ``n`` committed has seen every event before it, and
+sees each stream's versions in order, however late a transaction commits
+and whenever it took its transaction id. Writers to different partitions
+never wait for each other.
+
+The lock is a transaction-level advisory lock on the partition number
+(``eventstore_lock_partition``, migration 0010), not DESIGN's lock on a head
+row: the same order for less work, since locking a row reads it and writes
+the lock into its page and the WAL. One event is appended by one INSERT
+statement, several by the ``eventstore_append`` function (migration 0010
+says why): one round trip either way. Neither writes anything but the
+events (and, now and then, the nudge claim): a row updated per append would
+leave a dead version per append, which no open transaction lets PostgreSQL
+prune.
 
 On SQLite (the embedded fallback) the same rules run in Python; SQLite
 serializes writers, so order is simple there.
@@ -184,9 +191,8 @@ def _check_partition_count(count: int) -> bool:
     streams = len({stream_id for stream_id, _ in latest})
     if streams < PARTITION_CHECK_STREAMS and len(latest) < PARTITION_CHECK_SAMPLE:
         return False
-    # Every partition's rows exist from here on, so appends and
-    # lock_partitions rarely have to create them in the middle of a
-    # transaction that holds other partitions' locks.
+    # Every partition's rows exist from here on, so appends rarely have to
+    # create them.
     create_partitions(range(count))
     return True
 
@@ -247,19 +253,27 @@ def append(
         raise DuplicateEventError(
             f"an event id appears twice among the events appended to {stream_id!r}"
         )
-    events_json = _events_json(stream_id, rows)  # checked on SQLite too
+    # Encoded (and checked) on SQLite too.
+    if len(rows) == 1:
+        encoded = _event_json(stream_id, rows[0])
+    else:
+        encoded = _events_json(stream_id, rows)
     # The proxy ``connection`` looks the connection up on every attribute
     # access; an append is hot enough for that to show.
     db = connections[DEFAULT_DB_ALIAS]
     partition_count(db)  # refuses a process configured unlike the store
     partition = partition_for(stream_id)
-    if db.vendor == "postgresql":
+    if db.vendor == "postgresql" and len(rows) == 1:
+        outcome, stored, nudge = _append_one_postgresql(
+            db, stream_id, partition, expected_version, rows[0], encoded
+        )
+    elif db.vendor == "postgresql":
         outcome, stored, nudge = _append_postgresql(
             db,
             stream_id,
             partition,
             expected_version,
-            events_json,
+            encoded,
             check_ids=any(new.event_id is not None for new in new_events),
         )
     else:
@@ -349,6 +363,15 @@ def _events_json(stream_id: str, rows) -> bytes:
         raise UnstorableEvent(_unstorable(stream_id, rows)) from None
 
 
+def _event_json(stream_id: str, row) -> tuple[bytes, bytes]:
+    """Return one event's data and metadata as JSON, checked as in ``_events_json``."""
+    _, _, _, data, meta = row
+    try:
+        return _storable_json(data), _storable_json(meta)
+    except (TypeError, ValueError):
+        raise UnstorableEvent(_unstorable(stream_id, [row])) from None
+
+
 def _storable_json(value) -> bytes:
     text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     if "\\u0000" in text and _JSON_NUL.search(text):
@@ -406,6 +429,72 @@ def _append_postgresql(
     if outcome == "wrong_partition":
         return outcome, result[0][4], nudge
     return outcome, [(r[1], r[3], r[4], r[5]) for r in result], nudge
+
+
+# One event in one statement (migration 0010). eventstore_next_sequence locks
+# the partition and numbers the event after the lock is granted; the version
+# check runs in the INSERT's snapshot, which may be older than the lock, and
+# ON CONFLICT DO NOTHING turns a stream that moved meanwhile (or an event id
+# already stored) into no row: ``_refusal`` then says why.
+APPEND_ONE_SQL = """
+INSERT INTO eventstore_event AS e (
+    stream_id, version, partition, sequence, event_type,
+    schema_version, data, metadata, event_id, recorded_at)
+SELECT %(stream)s::text, %(expected)s::integer + 1, %(partition)s::integer,
+       eventstore_next_sequence(%(partition)s::integer), %(type)s::text,
+       %(schema)s::smallint, %(data)s::jsonb, %(metadata)s::jsonb,
+       %(event_id)s::uuid, clock_timestamp()
+WHERE coalesce((SELECT s.partition = %(partition)s::integer
+                FROM eventstore_event s
+                WHERE s.stream_id = %(stream)s::text
+                  AND s.version = %(expected)s::integer),
+               %(expected)s::integer = 0)
+ON CONFLICT DO NOTHING
+RETURNING e.id, e.version, e.sequence, e.recorded_at,
+          eventstore_claim_nudge(%(partition)s::integer)
+"""
+
+
+def _append_one_postgresql(db, stream_id, partition, expected_version, row, encoded):
+    event_id, name, schema_version, _, _ = row
+    data, metadata = encoded
+    db.ensure_connection()
+    cursor = _append_cursor(db)
+    with db.wrap_database_errors:
+        cursor.execute(
+            APPEND_ONE_SQL,
+            {
+                "stream": stream_id,
+                "expected": expected_version,
+                "partition": partition,
+                "type": name,
+                "schema": schema_version,
+                "data": Jsonb(data, dumps=_already_encoded),
+                "metadata": Jsonb(metadata, dumps=_already_encoded),
+                "event_id": event_id,
+            },
+            binary=True,
+        )
+        result = cursor.fetchall()
+    if result:
+        id_, version, sequence, recorded_at, nudge = result[0]
+        return "appended", [(id_, version, sequence, recorded_at)], nudge
+    return _refusal(stream_id, partition, event_id)
+
+
+def _refusal(stream_id, partition, event_id):
+    """Say why the one-event INSERT stored nothing, as eventstore_append would."""
+    if event_exists(event_id):
+        return "duplicate", None, False
+    last = (
+        Event.objects.filter(stream_id=stream_id)
+        .order_by("-version")
+        .values_list("version", "partition")
+        .first()
+    )
+    if last and last[1] != partition:
+        return "wrong_partition", last[1], False
+    return "conflict", last[0] if last else 0, False
 
 
 def _already_encoded(events_json: bytes) -> bytes:
@@ -483,7 +572,7 @@ def create_partitions(partitions: Iterable[int]) -> None:
 
 
 def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
-    """Lock the heads of these streams' partitions, in partition order.
+    """Lock these streams' partitions until the transaction ends, in partition order.
 
     A transaction that will append to several partitions takes their locks
     up front, in one order shared by everyone, instead of one by one as it
@@ -494,20 +583,10 @@ def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
     wanted = sorted({partition_for(stream_id) for stream_id in stream_ids})
     if not wanted:
         return []
-    locked = _lock_heads(wanted)
-    if locked != wanted:  # a partition without its rows yet
-        create_partitions(wanted)
-        locked = _lock_heads(wanted)
-    return locked
-
-
-def _lock_heads(partitions: list[int]) -> list[int]:
-    return list(
-        PartitionHead.objects.select_for_update()
-        .filter(partition__in=partitions)
-        .order_by("partition")
-        .values_list("partition", flat=True)
-    )
+    if connection.vendor == "postgresql":  # SQLite serializes writers anyway
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT eventstore_lock_partitions(%s::integer[])", [wanted])
+    return wanted
 
 
 def read_stream(

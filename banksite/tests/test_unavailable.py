@@ -134,17 +134,14 @@ BUSY = {"code": "busy", "detail": "Another operation holds this data; try again.
 
 @contextlib.contextmanager
 def partition_held(account_id):
-    """Hold the head row of the account's partition from another session.
+    """Hold the lock of the account's partition from another session.
 
     As a worker that hangs in the middle of its batch does, until the server
     ends its session (DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS, a minute).
     """
     partition = partition_for(Account.stream_id_for(account_id))
     with psycopg.connect(database_url(connection.settings_dict["NAME"])) as holder:
-        assert holder.execute(
-            "SELECT 1 FROM eventstore_partitionhead WHERE partition = %s FOR UPDATE",
-            [partition],
-        ).fetchone()
+        holder.execute("SELECT eventstore_lock_partition(%s)", [partition])
         yield
         holder.rollback()
 

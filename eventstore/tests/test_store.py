@@ -530,13 +530,17 @@ def test_a_worker_configured_with_another_count_refuses_to_append(settings):
     assert not Event.objects.filter(stream_id="tally-other-process").exists()
 
 
-def in_thread_transaction(work, *args):
-    """Run ``work`` in a thread with its own connection and transaction."""
+def in_thread_transaction(work, *args, atomic=True):
+    """Run ``work`` in a thread with its own connection and transaction.
+
+    ``atomic=False``: outside any transaction, each append a transaction of
+    its own.
+    """
     result = {}
 
     def run():
         try:
-            with transaction.atomic():
+            with transaction.atomic() if atomic else nullcontext():
                 result["value"] = work(*args)
         except Exception as error:  # reported to the test below
             result["error"] = error
@@ -793,6 +797,61 @@ class TestReadersNeverSkip:
             assert [e.version for e in seen if e.stream_id == stream] == list(
                 range(1, 9)
             )
+
+
+@pytest.mark.django_db(transaction=True)
+class TestAWriterThatWaitedForItsPartition:
+    """What an append reads, it reads as of after its partition's lock is granted.
+
+    One event goes in one INSERT, whose snapshot is taken before it waits for
+    the lock: the partition's last sequence is read in a snapshot of its own,
+    and a stream that moved meanwhile is refused without an error.
+    """
+
+    @pytest.mark.parametrize("in_atomic", [True, False], ids=["atomic", "own"])
+    def test_it_numbers_its_event_after_the_one_it_waited_for(self, in_atomic):
+        early, late = streams_in_partition(7, 2)
+        holder, held, commit = append_left_open(early)
+        second, second_result = in_thread_transaction(
+            append, late, [Counted(amount=2)], 0, atomic=in_atomic
+        )
+        time.sleep(0.2)
+        assert second.is_alive()  # waiting for the partition
+
+        commit.set()
+        holder.join(10)
+        second.join(10)
+
+        assert "error" not in held and "error" not in second_result, second_result
+        (recorded,) = second_result["value"]
+        assert recorded.sequence == 2
+        assert head_sequence(7) == 2
+
+    def test_a_stream_that_moved_meanwhile_is_a_conflict_leaving_the_transaction(self):
+        (stream,) = streams_in_partition(3, 1)
+        holder, held, commit = append_left_open(stream)  # version 1, not committed
+
+        def second_writer():
+            try:
+                append(stream, [Counted(amount=2)], 0)
+            except ConcurrencyError as error:
+                refused = error
+            (after,) = append(stream, [Counted(amount=3)], 1)
+            return refused, after
+
+        second, second_result = in_thread_transaction(second_writer)
+        time.sleep(0.2)
+        assert second.is_alive()
+
+        commit.set()
+        holder.join(10)
+        second.join(10)
+
+        assert "error" not in held and "error" not in second_result, second_result
+        refused, after = second_result["value"]
+        assert (refused.expected_version, refused.actual_version) == (0, 1)
+        assert after.version == 2
+        assert [e.event.amount for e in read_stream(stream)] == [1, 3]
 
 
 @pytest.mark.django_db(transaction=True)

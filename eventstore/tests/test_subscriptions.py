@@ -2,6 +2,7 @@
 
 import datetime
 import threading
+import time
 import uuid
 from io import StringIO
 
@@ -727,6 +728,32 @@ class TestDelivery:
             append(stream, [Counted(amount=1)], 0)
 
         assert broker_queue_length() == 1
+
+    def test_an_append_that_waited_for_its_partition_sees_a_claim_released_meanwhile(
+        self,
+    ):
+        # An INSERT's snapshot is taken before it waits for the partition's
+        # lock; the claim must be read after the wait, or a runner that
+        # released it meanwhile (and may have read the partition already)
+        # is counted on to handle the event.
+        purge_broker_queue()
+        first, second, third = streams_in_partition(1, 3)
+        append(first, [Counted(amount=1)], 0)  # its nudge waits in the queue
+        holder, held, commit = append_left_open(second)  # saw the claim
+        waiter = threading.Thread(
+            target=run_closing_connection(append, third, [Counted(amount=1)], 0)
+        )
+        waiter.start()
+        time.sleep(0.2)
+        assert waiter.is_alive()  # waiting for the partition
+        NudgeClaim.objects.filter(partition=1).update(claimed_at=None)  # released
+
+        commit.set()
+        holder.join(10)
+        waiter.join(10)
+
+        assert "error" not in held
+        assert broker_queue_length() == 2
 
     def test_the_sweep_puts_back_a_deleted_claim_row(self):
         first, second = streams_in_partition(3, 2)
