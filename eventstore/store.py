@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -577,8 +578,13 @@ def lock_partitions(stream_ids: Iterable[str]) -> list[int]:
     A transaction that will append to several partitions takes their locks
     up front, in one order shared by everyone, instead of one by one as it
     appends; two such transactions then queue instead of deadlocking.
-    Return the partitions locked.
+    Return the partitions locked. Outside a transaction the locks would end
+    with the statement that takes them: ``TransactionManagementError``.
     """
+    if connection.get_autocommit():
+        raise TransactionManagementError(
+            "lock_partitions locks until the transaction ends: call it in one"
+        )
     partition_count()  # refuses a process configured unlike the store
     wanted = sorted({partition_for(stream_id) for stream_id in stream_ids})
     if not wanted:

@@ -8,7 +8,7 @@ killed mid-batch leaves nothing half done, and a redelivered batch finds the
 work done (the steps are idempotent anyway).
 
 A batch appends to many partitions (the accounts of its transfers live
-anywhere) and holds each partition's head lock until it commits. Two batches
+anywhere) and holds each partition's lock until it commits. Two batches
 taking those locks in different orders would deadlock, and PostgreSQL only
 notices after ``deadlock_timeout``; so before its handlers run, a batch locks
 the partitions of every stream it will write, in partition order

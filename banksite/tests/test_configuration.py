@@ -117,7 +117,7 @@ def test_session_timeouts_are_read_from_the_environment():
 
 
 def test_how_long_a_session_waits_for_a_lock_is_read_from_the_environment():
-    # A hung worker holds its partitions' head rows for up to a minute: a
+    # A hung worker holds its partitions' locks for up to a minute: a
     # request waiting for one answers 503 after this, not a minute later.
     default = database_options()["options"]
     configured = database_options(DATABASE_LOCK_TIMEOUT_MS="500")["options"]

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.db.transaction import TransactionManagementError
 from psycopg.types.json import Jsonb
 
 from eventstore import store, subscriptions
@@ -680,7 +681,7 @@ class TestReadersNeverSkip:
     def test_a_late_commit_in_a_partition_is_not_passed_over(self):
         early, late = streams_in_partition(5, 2)
         holder, held, commit = append_left_open(early)
-        # A second writer to the same partition waits for the head row...
+        # A second writer to the same partition waits for its lock...
         second, second_result = in_thread_transaction(
             append, late, [Counted(amount=2)], 0
         )
@@ -877,6 +878,10 @@ class TestLockingSeveralPartitions:
         a.join(30)
         b.join(30)
         return [r.get("error") for r in (a_result, b_result)]
+
+    def test_outside_a_transaction_it_is_refused_not_a_lock_that_ends_at_once(self):
+        with pytest.raises(TransactionManagementError):
+            lock_partitions([new_stream()])
 
     def test_without_ordered_locks_crossed_writers_deadlock(self):
         errors = self.run_crossed_writers(lock_first=False)
