@@ -316,7 +316,7 @@ def time_steps(actor, accounts: list[uuid.UUID], count: int) -> list[str]:
     stats.sort_stats("cumulative").print_stats(
         r"(transfers|accounts|eventstore)/.*\.py.*\((transfer_debit|transfer_credit|"
         r"withdraw|deposit|get_account|load|save|append|event_exists|"
-        r"lock_partition_heads|_handle_batch|read_partition|read_stream)\)"
+        r"lock_partitions|_handle_batch|read_partition|read_stream)\)"
     )
     lines += [
         "",
