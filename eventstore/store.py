@@ -480,22 +480,37 @@ def _append_one_postgresql(db, stream_id, partition, expected_version, row, enco
     if result:
         id_, version, sequence, recorded_at, nudge = result[0]
         return "appended", [(id_, version, sequence, recorded_at)], nudge
-    return _refusal(stream_id, partition, event_id)
+    refused = _refusal(stream_id, partition, expected_version, [event_id])
+    # Nothing stands in the way only if the stream reached the expected
+    # version after the INSERT's snapshot was taken: a conflict all the same.
+    outcome, detail = refused or ("conflict", expected_version)
+    return outcome, detail, False
 
 
-def _refusal(stream_id, partition, event_id):
-    """Say why the one-event INSERT stored nothing, as eventstore_append would."""
-    if event_exists(event_id):
-        return "duplicate", None, False
-    last = (
+def _refusal(stream_id, partition, expected_version, event_ids):
+    """Return why these events cannot be appended, as ``eventstore_append`` says it.
+
+    ``(outcome, detail)``: ``duplicate`` (every event id is stored),
+    ``partial_duplicate``, ``wrong_partition`` (detail: the stream's
+    partition) or ``conflict`` (detail: the stream's version); None if
+    nothing stands in the way.
+    """
+    stored = Event.objects.filter(event_id__in=event_ids).count()
+    if stored == len(event_ids):
+        return "duplicate", None
+    if stored:
+        return "partial_duplicate", None
+    current, stream_partition = (
         Event.objects.filter(stream_id=stream_id)
         .order_by("-version")
         .values_list("version", "partition")
         .first()
-    )
-    if last and last[1] != partition:
-        return "wrong_partition", last[1], False
-    return "conflict", last[0] if last else 0, False
+    ) or (0, partition)
+    if stream_partition != partition:
+        return "wrong_partition", stream_partition
+    if current != expected_version:
+        return "conflict", current
+    return None
 
 
 def _already_encoded(events_json: bytes) -> bytes:
@@ -519,24 +534,13 @@ def _append_cursor(db) -> psycopg.Cursor:
 
 def _append_portable(stream_id, partition, expected_version, rows):
     """Do what ``eventstore_append`` does, for databases without it (SQLite)."""
-    event_ids = [row[0] for row in rows]
     with transaction.atomic():
         PartitionHead.objects.select_for_update().get_or_create(partition=partition)
-        stored = Event.objects.filter(event_id__in=event_ids).count()
-        if stored == len(rows):
-            return "duplicate", None
-        if stored:
-            return "partial_duplicate", None
-        current, stream_partition = (
-            Event.objects.filter(stream_id=stream_id)
-            .order_by("-version")
-            .values_list("version", "partition")
-            .first()
-        ) or (0, partition)
-        if stream_partition != partition:
-            return "wrong_partition", stream_partition
-        if current != expected_version:
-            return "conflict", current
+        refused = _refusal(
+            stream_id, partition, expected_version, [row[0] for row in rows]
+        )
+        if refused:
+            return refused
         start = head_sequence(partition)
         created = Event.objects.bulk_create(
             Event(
@@ -557,7 +561,7 @@ def _append_portable(stream_id, partition, expected_version, rows):
 
 
 def create_partitions(partitions: Iterable[int]) -> None:
-    """Create the head (lock) and nudge claim rows of partitions that have none.
+    """Create the head and nudge claim rows of partitions that have none.
 
     A partition's first append creates them too; an append to a partition
     with a head but no claim row would never nudge (only the sweep would
